@@ -1,0 +1,159 @@
+"""What a run leaves on disk: sample grids, the loss log and plot, the GIF, checkpoints.
+
+Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
+the target, so a crash never leaves a torn file.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+CHECKPOINT_FORMAT = "fastgan-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed; the message is one line for the user."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[Any]:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+# --- pictures -------------------------------------------------------------------------------------
+def save_grid(images: Tensor, path: Path, nrow: int) -> Tensor:
+    """Save images in [-1, 1] (B, 1, 28, 28) as one PNG grid; returns the grid (3, H, W) in [0, 1]."""
+    from torchvision.utils import make_grid, save_image
+
+    grid = make_grid(images.detach().cpu().float(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    with atomic_write(path) as f:
+        save_image(grid, f, format="png")
+    return grid
+
+
+def save_gif(frames: list[Path], path: Path, ms_per_frame: int = 400) -> None:
+    from PIL import Image
+
+    if not frames:
+        return
+    images = [Image.open(p).convert("P") for p in frames]
+    with atomic_write(path) as f:
+        images[0].save(f, format="gif", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+
+
+# --- the loss log ---------------------------------------------------------------------------------
+class LossLog:
+    """losses.csv, one row per logged step; appended to across resumes."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = Path(path), ["step", "epoch", *columns]
+        if self.path.exists():
+            with self.path.open() as f:
+                header = next(csv.reader(f), None)
+            if header != self.columns:
+                raise CheckpointError(f"{self.path}: columns {header} do not match this run's {self.columns}")
+        else:
+            with atomic_write(self.path, "w") as f:
+                csv.writer(f).writerow(self.columns)
+
+    def append(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        # Appending a line is the one write that is not atomic: a torn last row is skipped on read.
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([step, epoch, *(f"{values[c]:.6g}" if c in values else "" for c in self.columns[2:])])
+
+    def read(self) -> dict[str, list[float]]:
+        with self.path.open() as f:
+            rows = [r for r in csv.DictReader(f) if None not in r.values()]
+        return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in self.columns}
+
+
+def plot_losses(log: LossLog, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = log.read()
+    curves = [c for c in log.columns[2:] if c in ("d_loss", "g_loss")]
+    extras = [c for c in log.columns[2:] if c not in curves]
+    fig, axes = plt.subplots(1 + bool(extras), 1, figsize=(8, 4 + 3 * bool(extras)), sharex=True, squeeze=False)
+    for c in curves:
+        axes[0, 0].plot(data["step"], data[c], label=c, linewidth=1)
+    axes[0, 0].set_ylabel("loss")
+    axes[0, 0].set_title(title)
+    for c in extras:
+        axes[-1, 0].plot(data["step"], data[c], label=c, linewidth=1)
+    for ax in axes[:, 0]:
+        ax.legend(loc="upper right")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_write(path) as f:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--resume {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a torn or foreign file
+        raise CheckpointError(f"--resume {path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"--resume {path}: not a fastgan checkpoint")
+    return payload

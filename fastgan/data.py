@@ -1,0 +1,198 @@
+"""MNIST-style data: IDX files or the bundled sample in, a device-resident batch loader out.
+
+The whole split lives on the training device as one normalised tensor; an epoch is one on-device
+permutation, and a batch is an index into it. No DataLoader, no PIL, no workers, no host sync.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import socket
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+log = logging.getLogger("fastgan")
+
+# dataset name -> torchvision's class and folder name
+DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+BUNDLED_SAMPLE = "mnist10k.npz"
+SAMPLE_TEST_FRACTION = 0.1  # per class, held out from the bundled sample
+SAMPLE_SPLIT_SEED = 0
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message names the file and what is wrong, in one line."""
+
+
+@dataclass
+class Split:
+    images: Tensor  # (N, 28, 28) uint8, 0 = background
+    labels: Tensor  # (N,) int64 in [0, 10)
+    source: str  # where it came from, for the log and the run's config
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# --- IDX files ------------------------------------------------------------------------------------
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An unsigned-byte IDX array (magic 0x0000 08 ndim, big-endian uint32 dims, then the bytes)."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip reports a truncated stream as EOFError
+        raise DataError(f"{path}: cannot read ({e})") from None
+    expected_magic = bytes([0, 0, 0x08, ndim])
+    if raw[:4] != expected_magic:
+        raise DataError(f"{path}: wrong IDX magic number {raw[:4].hex() or '(empty file)'}, expected {expected_magic.hex()}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header ({len(raw)} bytes)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(dims))
+    if len(raw) - header != size:
+        raise DataError(f"{path}: truncated or padded: header promises {size} data bytes {dims}, file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _idx_path(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_idx_dir(root: Path, dataset: str) -> Path | None:
+    """The folder under `root` holding the IDX files: root itself or torchvision's <Class>/raw."""
+    for directory in (root, root / DATASETS[dataset] / "raw", root / DATASETS[dataset]):
+        if _idx_path(directory, IDX_FILES["train"][0]) is not None:
+            return directory
+    return None
+
+
+def read_idx_split(directory: Path, split: str) -> Split:
+    image_name, label_name = IDX_FILES[split]
+    paths = [_idx_path(directory, image_name), _idx_path(directory, label_name)]
+    for path, name in zip(paths, (image_name, label_name)):
+        if path is None:
+            raise DataError(f"{directory}: missing {name} (or {name}.gz)")
+    images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{paths[0]}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if len(images) != len(labels):
+        raise DataError(f"{directory}: {len(images)} images but {len(labels)} labels ({paths[0].name}, {paths[1].name})")
+    if len(labels) and labels.max() >= 10:
+        raise DataError(f"{paths[1]}: label {labels.max()} outside 0-9")
+    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)), f"IDX files in {directory}")
+
+
+# --- the bundled sample ---------------------------------------------------------------------------
+def bundled_sample(split: str) -> Split:
+    """10,000 real MNIST digits shipped with the package (see README), split per class with a fixed
+    seed: 10% of each class held out as "test", the rest "train"."""
+    with resources.files("fastgan.assets").joinpath(BUNDLED_SAMPLE).open("rb") as f:
+        npz = np.load(io.BytesIO(f.read()))
+        images, labels = npz["images"], npz["labels"].astype(np.int64)
+    rng = np.random.default_rng(SAMPLE_SPLIT_SEED)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        test[members[: round(SAMPLE_TEST_FRACTION * len(members))]] = True
+    keep = test if split == "test" else ~test
+    return Split(torch.from_numpy(images[keep]), torch.from_numpy(labels[keep]), f"bundled 10k MNIST sample ({split})")
+
+
+# --- choosing a source ----------------------------------------------------------------------------
+def _download(dataset: str, root: Path) -> None:
+    """torchvision's download into root; raises when the network does not answer."""
+    import torchvision
+
+    dataset_class = getattr(torchvision.datasets, DATASETS[dataset])
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # a dead network should fail over, not hang
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints each mirror it tries
+            for train in (True, False):
+                dataset_class(str(root), train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(timeout)
+
+
+def load_split(dataset: str, split: str = "train", data_dir: str | Path | None = None, download_root: str | Path = "data") -> Split:
+    """An explicit data_dir must hold the data (never silently replaced); otherwise ./data, then a
+    download into ./data, then (mnist only) the bundled sample with a warning."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    if data_dir is not None:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise DataError(f"--data-dir {root}: no such directory")
+        directory = find_idx_dir(root, dataset)
+        if directory is None:
+            raise DataError(f"--data-dir {root}: no {IDX_FILES['train'][0]}[.gz] there or in {DATASETS[dataset]}/raw")
+        return read_idx_split(directory, split)
+    root = Path(download_root)
+    directory = find_idx_dir(root, dataset)
+    if directory is not None:
+        return read_idx_split(directory, split)
+    try:
+        _download(dataset, root)
+    except (OSError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if dataset != "mnist":
+            raise DataError(f"{dataset} is not in {root} and could not be downloaded ({reason}); pass --data-dir") from None
+        sample = bundled_sample(split)
+        log.warning("MNIST could not be downloaded (%s): using the bundled 10,000-digit SAMPLE of real MNIST "
+                    "(%d %s images), not the full 60,000. Pass --data-dir for the full set.", reason, len(sample), split)
+        return sample
+    return read_idx_split(find_idx_dir(root, dataset), split)
+
+
+# --- the device-resident loader -------------------------------------------------------------------
+class ResidentLoader:
+    """Batches of (images in [-1, 1] (B, 1, 28, 28), labels (B,)) by indexing device tensors.
+
+    Each epoch's order is a permutation drawn on the device from (seed, epoch) alone, so a run
+    resumed at an epoch boundary sees exactly the batches it would have seen. Under data parallelism
+    every rank draws the same permutation and takes its own contiguous, disjoint shard of it. The
+    last partial batch is dropped.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device | str, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.per_rank = len(split) // world_size
+        if batch_size > self.per_rank:
+            raise DataError(f"--batch-size {batch_size} is larger than the {self.per_rank} training images per process ({split.source})")
+        self.images = split.images.to(device).unsqueeze(1).float().div_(127.5).sub_(1)  # (N, 1, 28, 28)
+        self.labels = split.labels.to(device)
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+
+    def __len__(self) -> int:
+        return self.per_rank // self.batch_size
+
+    def permutation(self, epoch: int) -> Tensor:
+        """This rank's shard of the epoch's permutation, (per_rank,) indices on the device."""
+        device = self.images.device
+        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.images), generator=generator, device=device)
+        return order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self.permutation(epoch)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]

@@ -1,0 +1,57 @@
+"""One training iteration: the variant's D step, and on every n_critic-th iteration its G step.
+
+The step functions return detached device tensors; nothing here reads a value back to the host.
+"""
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+
+from fastgan.variants.base import Stats, Variant
+
+
+class Engine:
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 variant: Variant, accelerator: Accelerator, z_dim: int, n_critic: int):
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        self.variant, self.accelerator = variant, accelerator
+        self.z_dim, self.n_critic = z_dim, n_critic
+
+    def noise(self, n: int) -> Tensor:
+        return torch.rand(n, self.z_dim, device=self.accelerator.device) * 2 - 1  # U[-1, 1]
+
+    def d_step(self, real: Tensor, y: Tensor) -> Stats:
+        latent, codes = self.variant.latent(self.noise(len(real)), y)
+        with torch.no_grad():
+            fake = self.G(latent)
+        loss, stats = self.variant.d_loss(lambda x: self.D(x, y), real, fake, codes)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.opt_d.step()
+        self.variant.after_d_step(self.D, stats)
+        return {"d_loss": loss.detach(), **stats}
+
+    def g_step(self, y: Tensor) -> Stats:
+        latent, codes = self.variant.latent(self.noise(len(y)), y)
+        loss, stats = self.variant.g_loss(lambda x: self.D(x, y), self.G(latent), codes)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.opt_g.step()
+        return {"g_loss": loss.detach(), **stats}
+
+    def step(self, real: Tensor, y: Tensor, iteration: int) -> Stats:
+        """iteration counts from 0 over the whole run, so n_critic spans epoch boundaries."""
+        stats = self.d_step(real, y)
+        if (iteration + 1) % self.n_critic == 0:
+            stats |= self.g_step(y)
+        return stats
+
+    @torch.no_grad()
+    def samples(self, latent: Tensor) -> Tensor:
+        """G's images for a fixed latent, in eval mode (BatchNorm running statistics)."""
+        self.G.eval()
+        try:
+            return self.G(latent).float()
+        finally:
+            self.G.train()

@@ -1,0 +1,98 @@
+"""The interface every variant implements, and the losses several of them share."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastgan.models.heads import N_CLASSES, DOutput, Head, one_hot
+
+if TYPE_CHECKING:
+    from fastgan.config import Config
+
+Critic = Callable[[Tensor], DOutput]  # D with the batch's labels already bound
+Codes = dict[str, Tensor]  # what G was given beside the noise: labels "y", infogan's codes
+Stats = dict[str, Tensor]  # detached device scalars for the log
+
+
+class Variant:
+    """A GAN variant: what D must output, what G and D are conditioned on, its default
+    hyperparameters, its two losses, and optional hooks. Shared logic lives in the engine."""
+
+    name: ClassVar[str]
+    head: ClassVar[Head] = "critic"
+    conditional: ClassVar[bool] = False  # G is given a class label (cgan, acgan)
+    d_sees_label: ClassVar[bool] = False  # D is given the class label as an input (cgan)
+    gradient_penalty: ClassVar[bool] = False  # the critic carries a per-sample penalty: no BatchNorm
+    defaults: ClassVar[dict[str, Any]] = {}  # overrides of Config's defaults, and this variant's knobs
+    stats: ClassVar[tuple[str, ...]] = ()  # extra logged values, beside d_loss and g_loss
+
+    def __init__(self, cfg: "Config"):
+        self.cfg = cfg
+        self.state: dict[str, Tensor] = {}  # per-run state that a checkpoint must carry (BEGAN's k)
+
+    # --- what G is given ------------------------------------------------------------------------
+    def code_dim(self) -> int:
+        """Width of what is concatenated to the noise z at G's input."""
+        return N_CLASSES if self.conditional else 0
+
+    def q_dims(self) -> tuple[int, int]:
+        """(categorical, continuous) code sizes for a Q head."""
+        return (0, 0)
+
+    def latent(self, z: Tensor, y: Tensor) -> tuple[Tensor, Codes]:
+        """G's input for noise z (B, z_dim) and the batch's labels y (B,)."""
+        if self.conditional:
+            return torch.cat([z, one_hot(y, z.dtype)], dim=1), {"y": y}
+        return z, {}
+
+    def grid_latents(self, z: Tensor) -> dict[str, tuple[Tensor, int]]:
+        """Latents for the sample grids from 100 fixed noise vectors z (100, z_dim): name -> (latent,
+        nrow). Conditional variants: one column per class, one row per noise vector."""
+        if self.conditional:
+            rows = z[:N_CLASSES].repeat_interleave(N_CLASSES, dim=0)  # (100, z_dim): row r repeats z[r]
+            labels = torch.arange(N_CLASSES, device=z.device).repeat(N_CLASSES)  # column c is class c
+            return {"": (self.latent(rows, labels)[0], N_CLASSES)}
+        return {"": (z, N_CLASSES)}
+
+    # --- losses ---------------------------------------------------------------------------------
+    def d_loss(self, D: Critic, real: Tensor, fake: Tensor, codes: Codes) -> tuple[Tensor, Stats]:
+        raise NotImplementedError
+
+    def g_loss(self, D: Critic, fake: Tensor, codes: Codes) -> tuple[Tensor, Stats]:
+        raise NotImplementedError
+
+    # --- hooks ----------------------------------------------------------------------------------
+    def after_d_step(self, D: nn.Module, stats: Stats) -> None:
+        """Called after every D optimizer step (WGAN's clipping, BEGAN's k control)."""
+
+    # --- state ----------------------------------------------------------------------------------
+    def to(self, device: torch.device) -> "Variant":
+        self.state = {k: v.to(device) for k, v in self.state.items()}
+        return self
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state.keys() != self.state.keys():
+            raise ValueError(f"variant state has keys {sorted(state)}, expected {sorted(self.state)}")
+        for k, v in state.items():
+            self.state[k].copy_(v)
+
+
+# --- losses shared by several variants ------------------------------------------------------------
+def bce(logits: Tensor, target: float) -> Tensor:
+    """Binary cross-entropy against a constant label, sigmoid folded in (numerically stable)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def gan_d_loss(score_real: Tensor, score_fake: Tensor) -> Tensor:
+    return bce(score_real, 1.0) + bce(score_fake, 0.0)
+
+
+def gan_g_loss(score_fake: Tensor) -> Tensor:
+    """Non-saturating: maximise log D(G(z)) rather than minimise log(1 − D(G(z)))."""
+    return bce(score_fake, 1.0)

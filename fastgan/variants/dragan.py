@@ -1,0 +1,19 @@
+"""DRAGAN (Kodali et al., 2017): the GAN loss plus a gradient penalty at points perturbed around
+the real data, where mode collapse starts."""
+from fastgan.penalties import gradient_penalty, perturb
+from fastgan.variants.base import Variant, gan_d_loss, gan_g_loss
+
+
+class DRAGAN(Variant):
+    name = "dragan"
+    gradient_penalty = True
+    # λ = 0.25 and scale 0.5 are the seed's source code's values.
+    defaults = {"gp_weight": 0.25, "perturb_scale": 0.5}
+    stats = ("gp",)
+
+    def d_loss(self, D, real, fake, codes):
+        gp = self.cfg.gp_weight * gradient_penalty(lambda x: D(x).score, perturb(real, self.cfg.perturb_scale))
+        return gan_d_loss(D(real).score, D(fake).score) + gp, {"gp": gp.detach()}
+
+    def g_loss(self, D, fake, codes):
+        return gan_g_loss(D(fake).score), {}

@@ -1,0 +1,35 @@
+"""EBGAN (Zhao et al., 2017): D is an autoencoder whose reconstruction error is an energy, low on
+data and pushed above a margin on samples; G adds a pull-away term against mode collapse."""
+import torch.nn.functional as F
+
+from fastgan.variants.base import Variant
+
+
+def energy(out, x):
+    """Per-sample mean squared reconstruction error, (B,)."""
+    return (out.recon - x).square().flatten(1).mean(1)
+
+
+def pull_away(code):
+    """Mean squared cosine similarity between distinct codes; each code normalised by its own norm
+    (the seed's source divided by one norm over the whole batch)."""
+    s = F.normalize(code.flatten(1), dim=1)
+    n = s.shape[0]
+    sim = (s @ s.T).square()
+    return (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
+
+
+class EBGAN(Variant):
+    name = "ebgan"
+    head = "autoencoder"
+    defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "margin": 1.0, "pt_weight": 0.1}
+    stats = ("pt",)
+
+    def d_loss(self, D, real, fake, codes):
+        hinge = F.relu(self.cfg.margin - energy(D(fake), fake))
+        return energy(D(real), real).mean() + hinge.mean(), {}
+
+    def g_loss(self, D, fake, codes):
+        out = D(fake)
+        pt = pull_away(out.code)
+        return energy(out, fake).mean() + self.cfg.pt_weight * pt, {"pt": pt.detach()}

@@ -1,0 +1,61 @@
+"""InfoGAN (Chen et al., 2016): G is given a categorical and continuous codes besides z; a Q head
+on D recovers them, and both players minimise that reconstruction (a bound on mutual information).
+
+Q shares D's trunk and is trained in D's step on the (detached) samples; G gets the same term in
+its own step. The adversarial output is the named `score`, never a column of a packed tensor.
+"""
+import torch
+import torch.nn.functional as F
+
+from fastgan.models.heads import N_CLASSES, one_hot
+from fastgan.variants.base import Variant, gan_d_loss, gan_g_loss
+
+
+class InfoGAN(Variant):
+    name = "infogan"
+    head = "info"
+    defaults = {"lr_g": 1e-3, "lr_d": 2e-4, "n_cont": 2, "info_cat_weight": 1.0, "info_cont_weight": 1.0}
+    stats = ("info",)
+
+    def code_dim(self):
+        return N_CLASSES + self.cfg.n_cont
+
+    def q_dims(self):
+        return (N_CLASSES, self.cfg.n_cont)
+
+    def codes_latent(self, z, c_cat, c_cont):
+        return torch.cat([z, one_hot(c_cat, z.dtype), c_cont], dim=1)
+
+    def latent(self, z, y):
+        c_cat = torch.randint(N_CLASSES, (z.shape[0],), device=z.device)
+        c_cont = torch.rand(z.shape[0], self.cfg.n_cont, device=z.device, dtype=z.dtype) * 2 - 1
+        return self.codes_latent(z, c_cat, c_cont), {"c_cat": c_cat, "c_cont": c_cont}
+
+    def info_loss(self, out, codes):
+        cat = F.cross_entropy(out.q_cat, codes["c_cat"])
+        cont = F.mse_loss(out.q_cont, codes["c_cont"])
+        return self.cfg.info_cat_weight * cat + self.cfg.info_cont_weight * cont
+
+    def d_loss(self, D, real, fake, codes):
+        out_fake = D(fake)
+        info = self.info_loss(out_fake, codes)
+        return gan_d_loss(D(real).score, out_fake.score) + info, {"info": info.detach()}
+
+    def g_loss(self, D, fake, codes):
+        out = D(fake)
+        return gan_g_loss(out.score) + self.info_loss(out, codes), {}
+
+    def grid_latents(self, z):
+        """Columns: the categorical code; rows: noise. Then, per continuous code, a sweep from −1
+        to 1 along the columns, one row per category (noise row r for category r)."""
+        z10 = z[:N_CLASSES]
+        cats = torch.arange(N_CLASSES, device=z.device)
+        zeros = torch.zeros(N_CLASSES * N_CLASSES, self.cfg.n_cont, device=z.device, dtype=z.dtype)
+        grids = {"": (self.codes_latent(z10.repeat_interleave(N_CLASSES, 0), cats.repeat(N_CLASSES), zeros), N_CLASSES)}
+        sweep = torch.linspace(-1, 1, N_CLASSES, device=z.device, dtype=z.dtype).repeat(N_CLASSES)
+        for j in range(self.cfg.n_cont):
+            c_cont = zeros.clone()
+            c_cont[:, j] = sweep
+            latent = self.codes_latent(z10.repeat_interleave(N_CLASSES, 0), cats.repeat_interleave(N_CLASSES), c_cont)
+            grids[f"cont{j + 1}"] = (latent, N_CLASSES)
+        return grids

@@ -1,0 +1,25 @@
+"""WGAN (Arjovsky et al., 2017): critic estimates the Wasserstein-1 distance, kept Lipschitz by
+clipping every weight to [-clip, clip] after each critic step."""
+import torch
+
+from fastgan.variants.base import Variant
+
+
+def wasserstein_d_loss(score_real, score_fake):
+    return score_fake.mean() - score_real.mean()
+
+
+class WGAN(Variant):
+    name = "wgan"
+    defaults = {"lr_g": 5e-5, "lr_d": 5e-5, "n_critic": 5, "clip": 0.01}
+
+    def d_loss(self, D, real, fake, codes):
+        return wasserstein_d_loss(D(real).score, D(fake).score), {}
+
+    def g_loss(self, D, fake, codes):
+        return -D(fake).score.mean(), {}
+
+    @torch.no_grad()
+    def after_d_step(self, D, stats):
+        for p in D.parameters():
+            p.clamp_(-self.cfg.clip, self.cfg.clip)

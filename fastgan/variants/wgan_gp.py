@@ -1,0 +1,19 @@
+"""WGAN-GP (Gulrajani et al., 2017): the Lipschitz constraint as a penalty (‖∇D(x̂)‖ − 1)² on
+random interpolates between real and generated samples."""
+from fastgan.penalties import gradient_penalty, interpolate
+from fastgan.variants.base import Variant
+from fastgan.variants.wgan import wasserstein_d_loss
+
+
+class WGAN_GP(Variant):
+    name = "wgan_gp"
+    gradient_penalty = True
+    defaults = {"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.9, "n_critic": 5, "gp_weight": 10.0}
+    stats = ("gp",)
+
+    def d_loss(self, D, real, fake, codes):
+        gp = self.cfg.gp_weight * gradient_penalty(lambda x: D(x).score, interpolate(real, fake))
+        return wasserstein_d_loss(D(real).score, D(fake).score) + gp, {"gp": gp.detach()}
+
+    def g_loss(self, D, fake, codes):
+        return -D(fake).score.mean(), {}
