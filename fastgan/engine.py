@@ -4,10 +4,15 @@ The step functions return detached device tensors; nothing here reads a value ba
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
+from fastgan.config import Config
+from fastgan.models import build_models
+from fastgan.variants import VARIANTS
 from fastgan.variants.base import Stats, Variant
 
 
@@ -47,6 +52,12 @@ class Engine:
             stats |= self.g_step(y)
         return stats
 
+    def state_dict(self) -> dict[str, Any]:
+        """Networks (unwrapped: no DDP or compile prefixes), optimizers and variant state."""
+        unwrap = self.accelerator.unwrap_model
+        return {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "variant": self.variant.state_dict()}
+
     @torch.no_grad()
     def samples(self, latent: Tensor) -> Tensor:
         """G's images for a fixed latent, in eval mode (BatchNorm running statistics)."""
@@ -55,3 +66,21 @@ class Engine:
             return self.G(latent).float()
         finally:
             self.G.train()
+
+
+def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | None = None) -> Engine:
+    """The variant, its networks and Adam optimizers, restored from `state` (a checkpoint) if given,
+    placed and wrapped by Accelerate."""
+    variant = VARIANTS[cfg.gan](cfg)
+    G, D = build_models(cfg.arch, variant, cfg.z_dim)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        variant.load_state_dict(state["variant"])
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    variant.to(accelerator.device)
+    return Engine(G, D, opt_g, opt_d, variant, accelerator, cfg.z_dim, cfg.n_critic)

@@ -22,9 +22,7 @@ from tqdm.auto import tqdm
 from fastgan import artifacts
 from fastgan.config import MODEL_KEYS, Config, ConfigError, parse_args, resolve
 from fastgan.data import DataError, ResidentLoader, Split, load_split
-from fastgan.engine import Engine
-from fastgan.models import build_models
-from fastgan.variants import VARIANTS
+from fastgan.engine import build_engine
 
 log = logging.getLogger("fastgan")
 GRID_NOISE_ROWS = 100  # the fixed noise behind every epoch's grid (a 10x10 grid)
@@ -61,24 +59,13 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
     main_process = accelerator.is_main_process
     set_seed(cfg.seed, device_specific=True)  # noise differs across ranks; DDP syncs the initial weights
 
-    variant = VARIANTS[cfg.gan](cfg)
-    G, D = build_models(cfg.arch, variant, cfg.z_dim)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    start_epoch = step = 0
+    engine = build_engine(cfg, accelerator, checkpoint)
+    variant = engine.variant
+    start_epoch, step = (checkpoint["epoch"], checkpoint["step"]) if checkpoint else (0, 0)
     if checkpoint is not None:
-        G.load_state_dict(checkpoint["G"])
-        D.load_state_dict(checkpoint["D"])
-        opt_g.load_state_dict(checkpoint["opt_g"])
-        opt_d.load_state_dict(checkpoint["opt_d"])
-        variant.load_state_dict(checkpoint["variant"])
-        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
-        artifacts.set_rng_state(checkpoint["rng"])
-    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
-    variant.to(accelerator.device)
+        artifacts.set_rng_state(checkpoint["rng"])  # after building: initialisation drew from the RNG
     loader = ResidentLoader(split, cfg.batch_size, accelerator.device, cfg.seed,
                             accelerator.process_index, accelerator.num_processes)
-    engine = Engine(G, D, opt_g, opt_d, variant, accelerator, cfg.z_dim, cfg.n_critic)
 
     fixed_z = torch.rand(GRID_NOISE_ROWS, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed)) * 2 - 1
     grids = variant.grid_latents(fixed_z.to(accelerator.device))
@@ -124,10 +111,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                         accelerator.get_tracker("tensorboard", unwrap=True).add_image(f"samples{suffix}", grid, epoch + 1)
             artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}")
             artifacts.save_checkpoint(run_dir / "checkpoint.pt", {
-                "config": cfg.to_dict(), "epoch": epoch + 1, "step": step,
-                "G": accelerator.unwrap_model(G).state_dict(), "D": accelerator.unwrap_model(D).state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "variant": variant.state_dict(), "rng": artifacts.rng_state(),
+                "config": cfg.to_dict(), "epoch": epoch + 1, "step": step, "rng": artifacts.rng_state(),
+                **engine.state_dict(),
             })
         accelerator.wait_for_everyone()
 
