@@ -103,7 +103,7 @@ def plot_losses(log: LossLog, path: Path, title: str) -> None:
 
     data = log.read()
     curves = [c for c in log.columns[2:] if c in ("d_loss", "g_loss")]
-    extras = [c for c in log.columns[2:] if c not in curves]
+    extras = [c for c in log.columns[2:] if c not in curves and c != "images_per_s"]
     fig, axes = plt.subplots(1 + bool(extras), 1, figsize=(8, 4 + 3 * bool(extras)), sharex=True, squeeze=False)
     for c in curves:
         axes[0, 0].plot(data["step"], data[c], label=c, linewidth=1)

@@ -73,7 +73,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
     if main_process:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         artifacts.write_json(run_dir / "config.json", cfg.to_dict() | {"data_source": split.source})
-        loss_log = artifacts.LossLog(run_dir / "losses.csv", columns)
+        loss_log = artifacts.LossLog(run_dir / "losses.csv", [*columns, "images_per_s"])
     accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items() if v is not None})
     log.info("%s/%s on %s: %d training images, %d steps per epoch, run dir %s",
              cfg.gan, cfg.arch, accelerator.device, len(split), len(loader), run_dir)

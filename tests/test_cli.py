@@ -1,7 +1,7 @@
 """The command line: --help, one-line refusals with exit status 2, a whole tiny run, resume."""
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,10 +173,10 @@ def test_tensorboard_records_losses_and_grids(tiny_mnist, in_tmp):
 
 def test_accelerate_launch_runs_the_trainer(tiny_mnist, in_tmp):
     run = in_tmp / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    config = Path(__file__).parents[1] / "launch" / "cpu.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fastgan.train", *tiny_args(tiny_mnist, run, "--epochs", "1")],
-        capture_output=True, text=True, env=env, timeout=300)
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+         "-m", "fastgan.train", *tiny_args(tiny_mnist, run, "--epochs", "1")],
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "checkpoint.pt").is_file() and (run / "samples" / "epoch_001.png").is_file()
