@@ -84,7 +84,7 @@ def _field_type(name: str) -> type:
 def resolve(explicit: dict[str, Any], base: dict[str, Any] | None = None) -> Config:
     """Build and validate a Config from the explicitly given settings, over `base` (a checkpoint's
     config) or over the variant's defaults."""
-    unknown = explicit.keys() - FIELDS.keys()
+    unknown = (explicit.keys() | (base or {}).keys()) - FIELDS.keys()
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     gan = explicit.get("gan", (base or {}).get("gan", "gan"))

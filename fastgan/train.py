@@ -42,14 +42,15 @@ def resolve_run(explicit: dict[str, Any]) -> tuple[Config, dict[str, Any] | None
     return resolve(explicit, base=saved), checkpoint
 
 
-def run_directory(cfg: Config, checkpoint: dict[str, Any] | None) -> Path:
-    if cfg.out is not None and (checkpoint is None or cfg.out != checkpoint["config"]["out"]):
-        run_dir = Path(cfg.out)
-    elif checkpoint is not None:
-        run_dir = Path(cfg.resume).parent
+def run_directory(cfg: Config, explicit: dict[str, Any]) -> Path:
+    """--out if given; else, resuming, the checkpoint's folder; else a new runs/<gan>-<arch>-<time>."""
+    if "out" in explicit:
+        run_dir = Path(explicit["out"])
+    elif "resume" in explicit:
+        return Path(explicit["resume"]).parent
     else:
         run_dir = Path("runs") / f"{cfg.gan}-{cfg.arch}-{datetime.now():%Y%m%d-%H%M%S}"
-    if checkpoint is None and run_dir.exists() and any(run_dir.iterdir()):
+    if "resume" not in explicit and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out {run_dir} already holds a run; pass --resume {run_dir / 'checkpoint.pt'} or another --out")
     return run_dir
 
@@ -126,9 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="fastgan: %(message)s")
     log.setLevel(logging.INFO)
     try:
-        cfg, checkpoint = resolve_run(parse_args(argv))
+        explicit = parse_args(argv)
+        cfg, checkpoint = resolve_run(explicit)
         split = load_split(cfg.dataset, "train", cfg.data_dir)
-        run_dir = run_directory(cfg, checkpoint)
+        run_dir = run_directory(cfg, explicit)
+        cfg.out = str(run_dir)  # what config.json and the checkpoint record
         if len(split) < cfg.batch_size:
             raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(split)} images)")
         try:

@@ -1,4 +1,5 @@
 """The command line: --help, one-line refusals with exit status 2, a whole tiny run, resume."""
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,25 @@ def test_accelerate_launch_runs_the_trainer(tiny_mnist, in_tmp):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "checkpoint.pt").is_file() and (run / "samples" / "epoch_001.png").is_file()
+
+
+def test_default_run_directory_and_resume_in_place(tiny_mnist, in_tmp):
+    assert main(["--data-dir", str(tiny_mnist), "--batch-size", "64", "--epochs", "1", "--gan", "lsgan"]) == 0
+    (run,) = (in_tmp / "runs").iterdir()
+    assert run.name.startswith("lsgan-mlp-")
+    assert main(["--resume", str(run / "checkpoint.pt"), "--epochs", "2"]) == 0
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert list((in_tmp / "runs").iterdir()) == [run]
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_mixed_precision_run(precision, tiny_mnist, in_tmp):
+    # A fresh process: Accelerate fixes the precision once per process.
+    run = in_tmp / "run"
+    result = subprocess.run([sys.executable, "-m", "fastgan.train", "--gan", "wgan_gp", "--epochs", "1",
+                             "--mixed-precision", precision, *tiny_args(tiny_mnist, run, "--log-every", "1")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    header, rows = read_csv(run / "losses.csv")
+    assert header[2] == "d_loss" and header[4] == "gp" and len(rows) == 8
+    assert all(math.isfinite(float(r[i])) for r in rows for i in (2, 4))
