@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 from fastgan.data import DATASETS
+from kernels import BACKENDS
 from fastgan.models import ARCHS
 from fastgan.variants import VARIANTS
 
@@ -43,6 +44,8 @@ class Config:
     beta2: float = _opt(0.999, "Adam beta2")
     n_critic: int = _opt(1, "discriminator steps per generator step")
     mixed_precision: str = _opt("no", "autocast precision (Accelerate)", choices=("no", "bf16", "fp16"))
+    kernels: str = _opt("auto", "fused ops and the analytic MLP gradient penalty (triton), or plain PyTorch with "
+                        "double backward (torch); auto = triton on CUDA, torch elsewhere", choices=BACKENDS)
     seed: int = _opt(0, "random seed; same seed, same run on the CPU")
     # output
     out: str | None = _opt(None, "run directory (default runs/<gan>-<arch>-<time>)")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from fastgan.config import Config
 from fastgan.models import build_models
 from fastgan.variants import VARIANTS
-from fastgan.variants.base import Stats, Variant
+from fastgan.variants.base import Critic, Stats, Variant
 
 
 class Engine:
@@ -30,7 +30,7 @@ class Engine:
         latent, codes = self.variant.latent(self.noise(len(real)), y)
         with torch.no_grad():
             fake = self.G(latent)
-        loss, stats = self.variant.d_loss(lambda x: self.D(x, y), real, fake, codes)
+        loss, stats = self.variant.d_loss(Critic(self.D, y), real, fake, codes)
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         self.opt_d.step()
@@ -39,7 +39,7 @@ class Engine:
 
     def g_step(self, y: Tensor) -> Stats:
         latent, codes = self.variant.latent(self.noise(len(y)), y)
-        loss, stats = self.variant.g_loss(lambda x: self.D(x, y), self.G(latent), codes)
+        loss, stats = self.variant.g_loss(Critic(self.D, y), self.G(latent), codes)
         self.opt_g.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         self.opt_g.step()

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+import kernels
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
@@ -76,8 +78,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         artifacts.write_json(run_dir / "config.json", cfg.to_dict() | {"data_source": split.source})
         loss_log = artifacts.LossLog(run_dir / "losses.csv", [*columns, "images_per_s"])
     accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items() if v is not None})
-    log.info("%s/%s on %s: %d training images, %d steps per epoch, run dir %s",
-             cfg.gan, cfg.arch, accelerator.device, len(split), len(loader), run_dir)
+    log.info("%s/%s on %s (kernels %s): %d training images, %d steps per epoch, run dir %s",
+             cfg.gan, cfg.arch, accelerator.device, cfg.kernels, len(split), len(loader), run_dir)
 
     latest: dict[str, torch.Tensor] = {}
     images_per_step = cfg.batch_size * accelerator.num_processes
@@ -142,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, artifacts.CheckpointError) as e:
         print(f"fastgan.train: error: {e}", file=sys.stderr)
         return 2
+    kernels.set_backend(cfg.kernels)
     if not accelerator.is_main_process:
         logging.getLogger("fastgan").setLevel(logging.WARNING)
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:

@@ -1,8 +1,11 @@
 """Linear + bias + LeakyReLU: the building block of every MLP in fastgan.
 
-Today `linear_leaky_relu` runs the PyTorch reference on every device. The fused Triton GEMM with a
-LeakyReLU epilogue slots in here, behind the same signature, and is tested against
-`linear_leaky_relu_reference`.
+    out = leaky_relu(x @ weight.T + bias)      x: (M, K), weight: (N, K), bias: (N,)
+
+Forward: one GEMM with bias and LeakyReLU on the fp32 accumulator. Backward: the activation's
+derivative is recovered from the sign of the saved output (slope > 0, so sign(out) = sign(h)), and
+multiplied into the A operand of both backward GEMMs as it is loaded; the bias gradient is the row
+sum the weight GEMM computes on the way. No pre-activation is stored.
 """
 from __future__ import annotations
 
@@ -11,16 +14,104 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.library import triton_op
+
+from kernels import dispatch
+from kernels.matmul import fused_matmul_reference, launch_fused_matmul, lrelu_grad_mask, runs_triton
 
 
 def linear_leaky_relu_reference(x: Tensor, weight: Tensor, bias: Tensor | None, negative_slope: float) -> Tensor:
-    """leaky_relu(x @ weight.T + bias): the definition the fused kernel must match."""
+    """leaky_relu(x @ weight.T + bias): the definition the fused op must match."""
     return F.leaky_relu(F.linear(x, weight, bias), negative_slope)
 
 
+# --- forward and backward ops ---------------------------------------------------------------------
+@triton_op("fastgan::linear_leaky_relu", mutates_args={})
+def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, negative_slope: float) -> Tensor:
+    if not runs_triton(x):
+        return linear_leaky_relu_reference(x, weight, bias, negative_slope)
+    out = torch.empty(x.shape[0], weight.shape[0], device=x.device, dtype=x.dtype)
+    launch_fused_matmul(x, weight.T, out, bias=bias, leaky_relu=True, slope=negative_slope)
+    return out
+
+
+@triton_op("fastgan::linear_leaky_relu_backward", mutates_args={})
+def _backward(grad_out: Tensor, out: Tensor, x: Tensor, weight: Tensor, negative_slope: float,
+              needs_bias_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad x, grad weight, grad bias); grad bias is empty when the layer has no bias."""
+    if not runs_triton(x):
+        grad_h = grad_out * lrelu_grad_mask(out, negative_slope)
+        grad_b = grad_h.sum(0) if needs_bias_grad else grad_out.new_empty(0)
+        return grad_h @ weight, grad_h.T @ x, grad_b
+    grad_x = torch.empty_like(x)
+    grad_w = torch.empty_like(weight)
+    grad_b = torch.empty(weight.shape[0] if needs_bias_grad else 0, device=x.device, dtype=x.dtype)
+    grad_out = grad_out.contiguous()
+    # dx = (g ⊙ m) @ W ;  dW = (g ⊙ m)^T @ x, whose row sums are db
+    launch_fused_matmul(grad_out, weight, grad_x, mask_a=out, slope=negative_slope)
+    launch_fused_matmul(grad_out.T, x, grad_w, mask_a=out.T, slope=negative_slope,
+                        rowsum=grad_b if needs_bias_grad else None)
+    return grad_x, grad_w, grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, negative_slope = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.negative_slope, ctx.has_bias = negative_slope, bias is not None
+
+
+def _autograd_backward(ctx, grad_out):
+    x, weight, out = ctx.saved_tensors
+    grad_x, grad_w, grad_b = _backward(grad_out, out, x, weight, ctx.negative_slope, ctx.has_bias)
+    return grad_x, grad_w, grad_b if ctx.has_bias else None, None
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def _setup_double_backward(ctx, inputs, output):
+    grad_out, out, x, weight, negative_slope, _ = inputs
+    ctx.save_for_backward(grad_out, out, x, weight)
+    ctx.negative_slope = negative_slope
+
+
+def _double_backward(ctx, grad_grad_x, grad_grad_w, grad_grad_b):
+    """The backward is linear in (grad_out, x, weight) for a fixed mask, and the mask is piecewise
+    constant in out: this is what autograd's double backward through a gradient penalty needs."""
+    grad_out, out, x, weight = ctx.saved_tensors
+    mask = lrelu_grad_mask(out, ctx.negative_slope)
+    grad_h = grad_out * mask
+    d_grad_h = torch.zeros_like(grad_out)
+    d_x = d_weight = None
+    if grad_grad_x is not None:  # grad_x = grad_h @ W
+        d_grad_h = d_grad_h + grad_grad_x @ weight.T
+        d_weight = grad_h.T @ grad_grad_x
+    if grad_grad_w is not None:  # grad_w = grad_h^T @ x
+        d_grad_h = d_grad_h + x @ grad_grad_w.T
+        d_x = grad_h @ grad_grad_w
+    if grad_grad_b is not None and grad_grad_b.numel():  # grad_b = grad_h.sum(0)
+        d_grad_h = d_grad_h + grad_grad_b
+    return d_grad_h * mask, None, d_x, d_weight, None, None
+
+
+_backward.register_autograd(_double_backward, setup_context=_setup_double_backward)
+
+
+# --- what the models call -------------------------------------------------------------------------
 def linear_leaky_relu(x: Tensor, weight: Tensor, bias: Tensor | None, negative_slope: float) -> Tensor:
-    """Fused Linear + bias + LeakyReLU, x: (M, K), weight: (N, K), bias: (N,) -> (M, N)."""
-    return linear_leaky_relu_reference(x, weight, bias, negative_slope)
+    """Fused Linear + bias + LeakyReLU, x: (..., K) -> (..., N). Uses the custom op when the kernel
+    backend says so (see kernels.dispatch), else the PyTorch reference."""
+    if not dispatch.use_custom_ops(x):
+        return linear_leaky_relu_reference(x, weight, bias, negative_slope)
+    if torch.is_autocast_enabled(x.device.type):  # the op is not autocast-aware: cast as F.linear would
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast(x.device.type, enabled=False):
+            return linear_leaky_relu(x, weight, bias, negative_slope)
+    lead = x.shape[:-1]
+    out = _forward(x.reshape(-1, x.shape[-1]), weight, bias, negative_slope)
+    return out.reshape(*lead, weight.shape[0])
 
 
 class LinearLeakyReLU(nn.Linear):
@@ -38,3 +129,6 @@ class LinearLeakyReLU(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"
+
+
+__all__ = ["LinearLeakyReLU", "linear_leaky_relu", "linear_leaky_relu_reference", "fused_matmul_reference"]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_idx, write_mnist_dir
+from helpers import write_idx, write_mnist_dir
 from fastgan import data
 from fastgan.data import DataError, ResidentLoader, Split, bundled_sample, load_split, read_idx
 

@@ -7,7 +7,7 @@ import torch
 from fastgan.config import resolve
 from fastgan.models import DOutput
 from fastgan.variants import VARIANTS
-from fastgan.variants.base import gan_d_loss
+from fastgan.variants.base import Critic, gan_d_loss
 from fastgan.variants.ebgan import pull_away
 
 
@@ -135,16 +135,25 @@ def test_infogan_info_loss_reads_the_named_heads():
     assert v.g_loss(D, FAKE, codes)[0].item() == pytest.approx((softplus(-0.5) + softplus(3)) / 2 + info, rel=1e-6)
 
 
+class LinearCritic(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(784, 1)
+
+    def forward(self, x, y=None):
+        return DOutput(score=self.lin(x.flatten(1)).squeeze(1))
+
+
 @pytest.mark.parametrize("name", ["wgan_gp", "dragan"])
 def test_penalised_d_loss_is_base_loss_plus_weighted_penalty(name):
     torch.manual_seed(1)
-    lin = torch.nn.Linear(784, 1)
-    D = lambda x: DOutput(score=lin(x.flatten(1)).squeeze(1))  # noqa: E731
+    net = LinearCritic()
+    D = Critic(net)
     real, fake = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
     v = variant(name, gp_weight=3.0)
     loss, stats = v.d_loss(D, real, fake, {})
     # A linear critic's input gradient is its weight row everywhere: the penalty is known exactly.
-    gp = 3.0 * (lin.weight.norm() - 1).square()
+    gp = 3.0 * (net.lin.weight.norm() - 1).square()
     s_real, s_fake = D(real).score, D(fake).score
     base = s_fake.mean() - s_real.mean() if name == "wgan_gp" else gan_d_loss(s_real, s_fake)
     assert stats["gp"].item() == pytest.approx(gp.item(), rel=1e-5)

@@ -1,18 +1,32 @@
 """The interface every variant implements, and the losses several of them share."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastgan.models.heads import N_CLASSES, DOutput, Head, one_hot
+from fastgan.penalties import critic_penalty
 
 if TYPE_CHECKING:
     from fastgan.config import Config
 
-Critic = Callable[[Tensor], DOutput]  # D with the batch's labels already bound
+class Critic:
+    """D with the batch's labels bound: call it for a DOutput, or ask it for the gradient penalty of
+    its score (analytic or autograd, see fastgan.penalties.critic_penalty)."""
+
+    def __init__(self, net: nn.Module, y: Tensor | None = None):
+        self.net, self.y = net, y
+
+    def __call__(self, x: Tensor) -> DOutput:
+        return self.net(x, self.y)
+
+    def gradient_penalty(self, points: Tensor) -> Tensor:
+        return critic_penalty(self.net, points, self.y)
+
+
 Codes = dict[str, Tensor]  # what G was given beside the noise: labels "y", infogan's codes
 Stats = dict[str, Tensor]  # detached device scalars for the log
 

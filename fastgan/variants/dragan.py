@@ -1,6 +1,6 @@
 """DRAGAN (Kodali et al., 2017): the GAN loss plus a gradient penalty at points perturbed around
 the real data, where mode collapse starts."""
-from fastgan.penalties import gradient_penalty, perturb
+from fastgan.penalties import perturb
 from fastgan.variants.base import Variant, gan_d_loss, gan_g_loss
 
 
@@ -12,7 +12,7 @@ class DRAGAN(Variant):
     stats = ("gp",)
 
     def d_loss(self, D, real, fake, codes):
-        gp = self.cfg.gp_weight * gradient_penalty(lambda x: D(x).score, perturb(real, self.cfg.perturb_scale))
+        gp = self.cfg.gp_weight * D.gradient_penalty(perturb(real, self.cfg.perturb_scale))
         return gan_d_loss(D(real).score, D(fake).score) + gp, {"gp": gp.detach()}
 
     def g_loss(self, D, fake, codes):

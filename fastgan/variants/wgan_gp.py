@@ -1,6 +1,6 @@
 """WGAN-GP (Gulrajani et al., 2017): the Lipschitz constraint as a penalty (‖∇D(x̂)‖ − 1)² on
 random interpolates between real and generated samples."""
-from fastgan.penalties import gradient_penalty, interpolate
+from fastgan.penalties import interpolate
 from fastgan.variants.base import Variant
 from fastgan.variants.wgan import wasserstein_d_loss
 
@@ -12,7 +12,7 @@ class WGAN_GP(Variant):
     stats = ("gp",)
 
     def d_loss(self, D, real, fake, codes):
-        gp = self.cfg.gp_weight * gradient_penalty(lambda x: D(x).score, interpolate(real, fake))
+        gp = self.cfg.gp_weight * D.gradient_penalty(interpolate(real, fake))
         return wasserstein_d_loss(D(real).score, D(fake).score) + gp, {"gp": gp.detach()}
 
     def g_loss(self, D, fake, codes):

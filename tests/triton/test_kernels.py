@@ -1,0 +1,116 @@
+"""Each Triton kernel against its PyTorch reference (computed in float64 on the same inputs), on
+fresh random inputs of awkward shapes, values and every gradient, with tolerances set by dtype."""
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from kernel_testing import DEVICE, INTERPRET
+from kernels.linear_leaky_relu import _forward, linear_leaky_relu_reference
+from kernels.matmul import _fused_matmul_kernel, fused_matmul_reference, launch_fused_matmul, matmul_mask_out
+from kernels.penalty_norm import penalty_norm, penalty_norm_reference
+
+# max |actual − expected| ≤ TOL · max |expected|: fp32 exact-ish, fp16/bf16 a few output roundings.
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+# The interpreter computes bf16 dots wrongly; it runs fp32 and fp16. The GPU runs all three.
+DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])
+if DEVICE == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means IEEE fp32 here; tf32 has its own test
+# (M, K, N): batch 1, M not a multiple of any block, N = 1, K = 784; the GPU adds the real layer shapes.
+SHAPES = [(1, 784, 3), (37, 20, 1), (33, 50, 40)]
+if not INTERPRET:
+    SHAPES += [(64, 784, 256), (1024, 256, 256), (8192, 1024, 784), (65536, 96, 1024), (4099, 100, 1024)]
+
+
+def assert_close(actual, expected, dtype, what=""):
+    err = (actual.double() - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    assert err <= TOL[dtype] * max(scale, 1e-30), f"{what}: max error {err:.3e} vs scale {scale:.3e} (tol {TOL[dtype]})"
+
+
+def rand(*shape, dtype, scale=1.0):
+    return (torch.randn(*shape, device=DEVICE) * scale).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("M, K, N", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_leaky_relu_forward_and_gradients(M, K, N, dtype, bias):
+    x = rand(M, K, dtype=dtype).requires_grad_()
+    w = rand(N, K, dtype=dtype, scale=K ** -0.5).requires_grad_()
+    b = rand(N, dtype=dtype).requires_grad_() if bias else None
+    out = _forward(x, w, b, 0.2)
+    grad = rand(M, N, dtype=dtype)
+    out.backward(grad)
+    ref_inputs = [t.detach().double().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+    ref = linear_leaky_relu_reference(ref_inputs[0], ref_inputs[1], ref_inputs[2] if bias else None, 0.2)
+    ref.backward(grad.double())
+    assert out.dtype == dtype and out.shape == (M, N)
+    assert_close(out, ref, dtype, "out")
+    assert_close(x.grad, ref_inputs[0].grad, dtype, "grad x")
+    assert_close(w.grad, ref_inputs[1].grad, dtype, "grad weight")
+    if bias:
+        assert_close(b.grad, ref_inputs[2].grad, dtype, "grad bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_output_element_is_written(dtype):
+    # Poisoned buffers: an element the kernel does not write stays NaN and fails.
+    M, K, N = 37, 30, 21
+    a, b = rand(M, K, dtype=dtype), rand(K, N, dtype=dtype)
+    s = rand(M, K, dtype=dtype)
+    c = torch.full((M, N), float("nan"), device=DEVICE, dtype=dtype)
+    sums = torch.full((M,), float("nan"), device=DEVICE, dtype=dtype)
+    launch_fused_matmul(a, b, c, mask_a=s, slope=0.1, rowsum=sums)
+    ref_c, ref_sums = fused_matmul_reference(a.double(), b.double(), mask_a=s.double(), slope=0.1, rowsum=True)
+    assert_close(c, ref_c, dtype, "masked-A product")
+    assert_close(sums, ref_sums, dtype, "row sums")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("M, K, N", [(1, 20, 5), (45, 33, 70)])
+def test_matmul_mask_out(M, K, N, dtype):
+    a, b, s = rand(M, K, dtype=dtype), rand(K, N, dtype=dtype), rand(M, N, dtype=dtype)
+    expected = fused_matmul_reference(a.double(), b.double(), mask_out=s.double(), slope=0.01)[0]
+    assert_close(matmul_mask_out(a, b, s, 0.01), expected, dtype, "masked product")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("B, H, D", [(1, 16, 5), (19, 30, 50), (40, 64, 784)])
+def test_penalty_norm(B, H, D, dtype):
+    u, w = rand(B, H, dtype=dtype), rand(H, D, dtype=dtype, scale=H ** -0.5)
+    u[0] = 0  # a zero gradient: the guard must give c = 0 and penalty 1, not NaN
+    c, pen = penalty_norm(u, w, 2.0 / B)
+    ref_c, ref_pen = penalty_norm_reference(u.double(), w.double(), 2.0 / B)
+    assert_close(c, ref_c, dtype, "c")
+    assert_close(pen, ref_pen, dtype, "per-sample penalty")
+    assert torch.equal(c[0], torch.zeros_like(c[0])) and pen[0].item() == 1.0
+
+
+def test_block_geometry_does_not_change_results():
+    # Same BLOCK_K (same summation order), different tiles and grouping: demand bit equality.
+    M, K, N = 50, 64, 40
+    a, b = rand(M, K, dtype=torch.float32), rand(K, N, dtype=torch.float32)
+    outs = []
+    for bm, bn, group in [(16, 16, 1), (32, 64, 4), (64, 16, 8)]:
+        c = torch.full((M, N), float("nan"), device=DEVICE)
+        grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+        _fused_matmul_kernel.fn[grid](
+            a, b, c, c, c, c, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+            0, 0, 0.01, PROLOGUE_MASK=False, EPILOGUE=0, HAS_BIAS=False, ROWSUM=False, OUT_DTYPE=tl.float32,
+            PRECISION="ieee", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=16, GROUP_M=group)
+        outs.append(c)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="tf32 is a GPU mode")
+def test_tf32_forward():
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        x, w = rand(512, 784, dtype=torch.float32), rand(256, 784, dtype=torch.float32, scale=784 ** -0.5)
+        expected = linear_leaky_relu_reference(x.double(), w.double(), None, 0.01)
+        err = (_forward(x, w, None, 0.01).double() - expected).abs().max() / expected.abs().max()
+        assert err < 5e-3  # tf32 keeps 10 mantissa bits
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
