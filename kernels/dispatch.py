@@ -8,10 +8,17 @@
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Iterator
+
 from torch import Tensor
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 BACKENDS = ("auto", "triton", "torch")
 _backend = "auto"
+_reference_math = False
 
 
 def set_backend(name: str) -> None:
@@ -27,3 +34,21 @@ def get_backend() -> str:
 
 def use_custom_ops(t: Tensor) -> bool:
     return _backend == "triton" or (_backend == "auto" and t.is_cuda)
+
+
+def runs_triton(t: Tensor) -> bool:
+    """Whether a custom op launches its Triton kernel for t: on CUDA tensors, and on CPU tensors under
+    the interpreter (tests); otherwise it computes its PyTorch reference."""
+    return (t.is_cuda or INTERPRET) and not _reference_math
+
+
+@contextlib.contextmanager
+def reference_math() -> Iterator[None]:
+    """Inside this block the custom ops compute their PyTorch reference even on CUDA, so a benchmark
+    can time the same formulas with and without the Triton kernels."""
+    global _reference_math
+    previous, _reference_math = _reference_math, True
+    try:
+        yield
+    finally:
+        _reference_math = previous

@@ -3,7 +3,7 @@
     out = leaky_relu(x @ weight.T + bias)      x: (M, K), weight: (N, K), bias: (N,)
 
 Forward: one GEMM with bias and LeakyReLU on the fp32 accumulator. Backward: the activation's
-derivative is recovered from the sign of the saved output (slope > 0, so sign(out) = sign(h)), and
+derivative is recovered from the sign of the saved output (slope >= 0: out > 0 exactly where h > 0), and
 multiplied into the A operand of both backward GEMMs as it is loaded; the bias gradient is the row
 sum the weight GEMM computes on the way. No pre-activation is stored.
 """
@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from torch.library import triton_op
 
 from kernels import dispatch
-from kernels.matmul import fused_matmul_reference, launch_fused_matmul, lrelu_grad_mask, runs_triton
+from kernels.dispatch import runs_triton
+from kernels.matmul import launch_fused_matmul, lrelu_grad_mask
 
 
 def linear_leaky_relu_reference(x: Tensor, weight: Tensor, bias: Tensor | None, negative_slope: float) -> Tensor:
@@ -115,13 +116,15 @@ def linear_leaky_relu(x: Tensor, weight: Tensor, bias: Tensor | None, negative_s
 
 
 class LinearLeakyReLU(nn.Linear):
-    """nn.Linear followed by LeakyReLU, computed by one op (same parameters and init as nn.Linear)."""
+    """nn.Linear followed by LeakyReLU (ReLU for slope 0), computed by one op (same parameters and
+    init as nn.Linear)."""
 
     def __init__(self, in_features: int, out_features: int, negative_slope: float, bias: bool = True):
         super().__init__(in_features, out_features, bias=bias)
-        if not (negative_slope > 0 and math.isfinite(negative_slope)):
-            # The fused backward recovers the activation mask from the sign of the output.
-            raise ValueError(f"negative_slope must be positive, got {negative_slope}")
+        if not (negative_slope >= 0 and math.isfinite(negative_slope)):
+            # The fused backward recovers the activation mask from the sign of the output, which
+            # holds for any slope >= 0 (0 is ReLU: out > 0 exactly where h > 0).
+            raise ValueError(f"negative_slope must be >= 0, got {negative_slope}")
         self.negative_slope = negative_slope
 
     def forward(self, x: Tensor) -> Tensor:
@@ -131,4 +134,4 @@ class LinearLeakyReLU(nn.Linear):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"
 
 
-__all__ = ["LinearLeakyReLU", "linear_leaky_relu", "linear_leaky_relu_reference", "fused_matmul_reference"]
+__all__ = ["LinearLeakyReLU", "linear_leaky_relu", "linear_leaky_relu_reference"]

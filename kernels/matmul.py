@@ -13,15 +13,14 @@ under TRITON_INTERPRET=1) the Triton kernel runs; elsewhere the reference does.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from kernels.dispatch import INTERPRET, runs_triton
+
 
 
 def lrelu_grad_mask(s: Tensor, slope: float) -> Tensor:
@@ -140,11 +139,6 @@ def launch_fused_matmul(a: Tensor, b: Tensor, c: Tensor, *, bias: Tensor | None 
         PROLOGUE_MASK=mask_a is not None, EPILOGUE=1 if leaky_relu else 2 if mask_out is not None else 0,
         HAS_BIAS=bias is not None, ROWSUM=rowsum is not None, OUT_DTYPE=_TL_DTYPES[c.dtype], PRECISION=precision,
     )
-
-
-def runs_triton(t: Tensor) -> bool:
-    """Triton kernels run on CUDA tensors, and on CPU tensors under the interpreter (tests)."""
-    return t.is_cuda or INTERPRET
 
 
 # --- the op ---------------------------------------------------------------------------------------

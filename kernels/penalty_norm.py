@@ -14,7 +14,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from kernels.matmul import INTERPRET, _TL_DTYPES, runs_triton
+from kernels.dispatch import INTERPRET, runs_triton
+from kernels.matmul import _TL_DTYPES
 
 
 def penalty_norm_reference(u: Tensor, w: Tensor, coef: float) -> tuple[Tensor, Tensor]:

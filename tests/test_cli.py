@@ -49,6 +49,7 @@ REFUSALS = [
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["--data-dir", "/nonexistent"], "--data-dir /nonexistent: no such directory"),
     (["--resume", "missing.pt"], "--resume missing.pt: no such file"),
+    (["--kernels", "cuda"], "unknown --kernels 'cuda'"),
 ]
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from fastgan.penalties import gradient_penalty, interpolate, perturb
+import kernels
+from fastgan.penalties import gradient_penalty, interpolate, mlp_gradient_penalty, perturb
 
 
 def test_norm_is_per_sample():
@@ -68,3 +69,79 @@ def test_dragan_perturbation_is_scaled_noise_near_the_data():
     assert (delta >= 0).all() and (delta < bound).all()
     ratio = delta.flatten(1).max(1).values / bound  # α·U: each sample has its own α ∈ [0, 1)
     assert ratio.std() > 0.1
+
+
+# --- the analytic MLP penalty against double backward ---------------------------------------------
+def mlp(widths, slopes):
+    layers = []
+    for i, slope in enumerate(slopes):
+        layers += [nn.Linear(widths[i], widths[i + 1]), nn.LeakyReLU(slope) if slope else nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], 1)).double()
+
+
+@pytest.mark.parametrize("widths, slopes, batch", [
+    ((784, 256, 256), (0.01, 0.01), 64),  # the seed's critic
+    ((784, 256, 256), (0.01, 0.01), 1),
+    ((10, 7), (0.2,), 5),  # one hidden layer
+    ((12, 9, 8, 6), (0.1, 0.0, 0.3), 17),  # three, one of them ReLU
+])
+def test_analytic_penalty_equals_double_backward(widths, slopes, batch):
+    net = mlp(widths, slopes)
+    x = torch.randn(batch, widths[0], dtype=torch.float64)
+    reference = gradient_penalty(lambda v: net(v).squeeze(1), x)
+    weights = [m.weight for m in net if isinstance(m, nn.Linear)]
+    expected = torch.autograd.grad(reference, weights)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    layers = [(m.weight, m.bias, s) for m, s in zip(linears[:-1], slopes)]
+    analytic = mlp_gradient_penalty(x, layers, linears[-1].weight)
+    got = torch.autograd.grad(analytic, weights)
+    torch.testing.assert_close(analytic, reference, rtol=1e-12, atol=0)
+    for g, e in zip(got, expected):
+        assert ((g - e).norm() / e.norm()).item() <= 1e-12
+
+
+def test_analytic_penalty_gives_biases_no_gradient():
+    net = mlp((6, 5, 4), (0.01, 0.01))
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    biases = [m.bias for m in linears]
+    reference = gradient_penalty(lambda v: net(v).squeeze(1), torch.randn(8, 6, dtype=torch.float64))
+    assert all(g is None or not g.any() for g in torch.autograd.grad(reference, biases, allow_unused=True))
+    layers = [(m.weight, m.bias, 0.01) for m in linears[:-1]]
+    mlp_gradient_penalty(torch.randn(8, 6, dtype=torch.float64), layers, linears[-1].weight).backward()
+    assert all(b.grad is None for b in biases) and linears[0].weight.grad.abs().sum() > 0
+
+
+def test_analytic_penalty_guards_a_zero_gradient():
+    net = mlp((6, 5), (0.01,))
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        linears[-1].weight.zero_()  # D is constant: ∇ₓD = 0 for every sample, so P = 1
+    layers = [(linears[0].weight, linears[0].bias, 0.01)]
+    penalty = mlp_gradient_penalty(torch.randn(4, 6, dtype=torch.float64), layers, linears[-1].weight)
+    penalty.backward()
+    assert penalty.item() == 1.0
+    assert all(torch.isfinite(m.weight.grad).all() for m in linears)
+
+
+@pytest.mark.parametrize("arch, analytic", [("mlp", True), ("conv", False)])
+def test_critic_penalty_is_analytic_only_for_mlp_critics_with_custom_ops(arch, analytic, monkeypatch):
+    from fastgan import penalties
+    from fastgan.config import resolve
+    from fastgan.models import build_models
+    from fastgan.variants import VARIANTS
+
+    _, D = build_models(arch, VARIANTS["wgan_gp"](resolve({"gan": "wgan_gp"})), 96)
+    D.double()
+    points = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    calls = []
+    monkeypatch.setattr(penalties, "mlp_gradient_penalty", lambda *a: calls.append(a) or penalty_reference)
+    penalty_reference = gradient_penalty(lambda v: D(v).score, points)
+    previous = kernels.get_backend()
+    try:
+        kernels.set_backend("torch")
+        assert penalties.critic_penalty(D, points) == penalty_reference and not calls
+        kernels.set_backend("triton")
+        penalties.critic_penalty(D, points)
+        assert bool(calls) == analytic
+    finally:
+        kernels.set_backend(previous)

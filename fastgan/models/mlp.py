@@ -19,9 +19,9 @@ AE_CODE = 64
 class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, HIDDEN_G), nn.ReLU(),
-            nn.Linear(HIDDEN_G, HIDDEN_G), nn.ReLU(),
+        self.net = nn.Sequential(  # Linear+ReLU is the fused op with slope 0
+            LinearLeakyReLU(latent_dim, HIDDEN_G, 0.0),
+            LinearLeakyReLU(HIDDEN_G, HIDDEN_G, 0.0),
             nn.Linear(HIDDEN_G, IMAGE_PIXELS), nn.Tanh(),
         )
 

@@ -35,16 +35,16 @@ def rand(*shape, dtype, scale=1.0):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("M, K, N", SHAPES)
-@pytest.mark.parametrize("bias", [True, False])
-def test_linear_leaky_relu_forward_and_gradients(M, K, N, dtype, bias):
+@pytest.mark.parametrize("bias, slope", [(True, 0.2), (False, 0.01), (True, 0.0)], ids=["bias", "no-bias", "relu"])
+def test_linear_leaky_relu_forward_and_gradients(M, K, N, dtype, bias, slope):
     x = rand(M, K, dtype=dtype).requires_grad_()
     w = rand(N, K, dtype=dtype, scale=K ** -0.5).requires_grad_()
     b = rand(N, dtype=dtype).requires_grad_() if bias else None
-    out = _forward(x, w, b, 0.2)
+    out = _forward(x, w, b, slope)
     grad = rand(M, N, dtype=dtype)
     out.backward(grad)
     ref_inputs = [t.detach().double().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
-    ref = linear_leaky_relu_reference(ref_inputs[0], ref_inputs[1], ref_inputs[2] if bias else None, 0.2)
+    ref = linear_leaky_relu_reference(ref_inputs[0], ref_inputs[1], ref_inputs[2] if bias else None, slope)
     ref.backward(grad.double())
     assert out.dtype == dtype and out.shape == (M, N)
     assert_close(out, ref, dtype, "out")
