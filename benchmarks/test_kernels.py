@@ -18,8 +18,8 @@ from fastgan.variants.base import Critic
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="Triton kernels run on CUDA")
-# (K, N) of the MLP layers the op serves: D 784->256, 256->256; autoencoders 64->256; conv critic fc.
-LAYERS = [(784, 256), (256, 256), (6272, 1024)]
+# (K, N) of the MLP layers the op serves: D 784->256, 256->256; G 96->1024, 1024->1024.
+LAYERS = [(784, 256), (256, 256), (96, 1024), (1024, 1024)]
 
 
 def timed(fn):
@@ -38,8 +38,8 @@ def reference(x, w, b):
 
 @needs_cuda
 @pytest.mark.parametrize("impl", ["eager", "compile", "fused"])
-@pytest.mark.parametrize("K, N", LAYERS)
-@pytest.mark.parametrize("M", [64, 1024, 8192, 65536])
+@pytest.mark.parametrize("K, N", LAYERS, ids=[f"K{k}xN{n}" for k, n in LAYERS])
+@pytest.mark.parametrize("M", [64, 1024, 8192, 65536], ids=lambda m: f"M{m}")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 def test_linear_leaky_relu(benchmark, impl, K, N, M, dtype, mode):

@@ -6,11 +6,6 @@ imported), started by tests/test_triton_interpreter.py; the main test run does n
 import pytest
 import torch
 
-from kernel_testing import DEVICE, INTERPRET
-
-if not (INTERPRET or torch.cuda.is_available()):
-    pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
-
 
 @pytest.fixture(autouse=True)
 def seed():

@@ -10,6 +10,8 @@ from kernels.linear_leaky_relu import _forward, linear_leaky_relu_reference
 from kernels.matmul import _fused_matmul_kernel, fused_matmul_reference, launch_fused_matmul, matmul_mask_out
 from kernels.penalty_norm import penalty_norm, penalty_norm_reference
 
+pytestmark = pytest.mark.skipif(not (INTERPRET or DEVICE == "cuda"), reason="needs CUDA or TRITON_INTERPRET=1")
+
 # max |actual − expected| ≤ TOL · max |expected|: fp32 exact-ish, fp16/bf16 a few output roundings.
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 # The interpreter computes bf16 dots wrongly; it runs fp32 and fp16. The GPU runs all three.
