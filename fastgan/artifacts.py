@@ -73,21 +73,26 @@ def save_gif(frames: list[Path], path: Path, ms_per_frame: int = 400) -> None:
 class LossLog:
     """losses.csv, one row per logged step; appended to across resumes."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(self, path: Path, columns: list[str], resume_step: int = 0):
+        """Rows logged after resume_step (written before a crash, then lost with the run's state) are
+        dropped, so the history continues exactly where the checkpoint does."""
         self.path, self.columns = Path(path), ["step", "epoch", *columns]
-        if self.path.exists():
+        rows = []
+        if self.path.exists() and resume_step > 0:
             with self.path.open() as f:
-                header = next(csv.reader(f), None)
-            if header != self.columns:
-                raise CheckpointError(f"{self.path}: columns {header} do not match this run's {self.columns}")
-        else:
-            with atomic_write(self.path, "w") as f:
-                csv.writer(f).writerow(self.columns)
+                reader = csv.reader(f)
+                header = next(reader, None)
+                if header != self.columns:
+                    raise CheckpointError(f"{self.path}: columns {header} do not match this run's {self.columns}")
+                rows = [r for r in reader if len(r) == len(self.columns) and int(r[0]) <= resume_step]
+        with atomic_write(self.path, "w") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerows([self.columns, *rows])
 
     def append(self, step: int, epoch: int, values: dict[str, float]) -> None:
         # Appending a line is the one write that is not atomic: a torn last row is skipped on read.
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([step, epoch, *(f"{values[c]:.6g}" if c in values else "" for c in self.columns[2:])])
+            csv.writer(f, lineterminator="\n").writerow([step, epoch, *(f"{values[c]:.6g}" if c in values else "" for c in self.columns[2:])])
 
     def read(self) -> dict[str, list[float]]:
         with self.path.open() as f:
@@ -141,9 +146,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_write(path) as f:
+CHECKPOINT, PREVIOUS, INCOMING = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.pt.new"
+
+
+def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
+    """Write checkpoint.pt so that a crash at any instant leaves a loadable checkpoint behind: the new
+    file is complete on disk before it replaces the old, which is kept as checkpoint.prev.pt."""
+    run_dir = Path(run_dir)
+    with atomic_write(run_dir / INCOMING) as f:
         torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
+    if (run_dir / CHECKPOINT).exists():
+        os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
+    os.replace(run_dir / INCOMING, run_dir / CHECKPOINT)
+    fd = os.open(run_dir, os.O_RDONLY)  # make the renames themselves durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -157,3 +176,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"--resume {path}: not a fastgan checkpoint")
     return payload
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The loadable checkpoint with the most steps in run_dir (None if there is none at all); a torn
+    newest file falls back to the one before it."""
+    found, errors = [], []
+    for name in (CHECKPOINT, INCOMING, PREVIOUS):
+        path = Path(run_dir) / name
+        if path.is_file():
+            try:
+                found.append((path, load_checkpoint(path)))
+            except CheckpointError as e:
+                errors.append(str(e))
+    if found:
+        return max(found, key=lambda item: item[1]["step"])
+    if errors:
+        raise CheckpointError(f"{run_dir}: no readable checkpoint ({'; '.join(errors)})")
+    return None

@@ -49,7 +49,9 @@ class Config:
     seed: int = _opt(0, "random seed; same seed, same run on the CPU")
     # output
     out: str | None = _opt(None, "run directory (default runs/<gan>-<arch>-<time>)")
-    resume: str | None = _opt(None, "checkpoint.pt to continue from")
+    resume: str | None = _opt(None, "checkpoint to continue from, or 'auto': the newest good checkpoint in --out "
+                              "if there is one, else a new run there")
+    checkpoint_every: int = _opt(0, "steps between checkpoints within an epoch (0: at epoch ends only)")
     log_every: int = _opt(50, "steps between loss readings (each is one host sync)")
     sample_every: int = _opt(1, "epochs between sample grids")
     log_with: str = _opt("none", "experiment tracker (Accelerate)", choices=("none", "tensorboard"))
@@ -118,6 +120,8 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not isinstance(cfg.checkpoint_every, int) or cfg.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be an integer >= 0, got {cfg.checkpoint_every}")
     for name in ("lr_g", "lr_d", "clip", "perturb_scale", "margin", "gamma"):
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):

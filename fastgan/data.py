@@ -124,10 +124,17 @@ def _download(dataset: str, root: Path) -> None:
     dataset_class = getattr(torchvision.datasets, DATASETS[dataset])
     timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # a dead network should fail over, not hang
+    existed = {p for p in root.rglob("*")} | {root} if root.exists() else set()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints each mirror it tries
             for train in (True, False):
                 dataset_class(str(root), train=train, download=True)
+    except BaseException:
+        # A failed download leaves no trace: remove the empty folders torchvision made for it.
+        for path in sorted((p for p in [root, *root.rglob("*")] if p not in existed), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
     finally:
         socket.setdefaulttimeout(timeout)
 
@@ -191,8 +198,9 @@ class ResidentLoader:
         order = torch.randperm(len(self.images), generator=generator, device=device)
         return order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's batches from batch `start` on (a run resumed mid-epoch skips what it did)."""
         order = self.permutation(epoch)
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]

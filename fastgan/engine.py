@@ -52,6 +52,11 @@ class Engine:
             stats |= self.g_step(y)
         return stats
 
+    def finite(self) -> Tensor:
+        """A device bool: every parameter of G and D is finite (no host sync until read)."""
+        params = [p.detach() for net in (self.G, self.D) for p in net.parameters()]
+        return torch.stack([torch.isfinite(p).all() for p in params]).all()
+
     def state_dict(self) -> dict[str, Any]:
         """Networks (unwrapped: no DDP or compile prefixes), optimizers and variant state."""
         unwrap = self.accelerator.unwrap_model

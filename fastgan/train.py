@@ -4,10 +4,14 @@
     accelerate launch -m fastgan.train --gan wgan_gp        (accelerate launch --cpu ... on a CPU)
 
 Reads top to bottom: settings -> data -> networks -> (resume) -> the loop -> what the run leaves.
+Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT), 2 bad input, 3 training diverged.
 """
 from __future__ import annotations
 
 import logging
+import math
+import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -15,12 +19,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-
-import kernels
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+import kernels
 from fastgan import artifacts
 from fastgan.config import MODEL_KEYS, Config, ConfigError, parse_args, resolve
 from fastgan.data import DataError, ResidentLoader, Split, load_split
@@ -30,41 +33,76 @@ log = logging.getLogger("fastgan")
 GRID_NOISE_ROWS = 100  # the fixed noise behind every epoch's grid (a 10x10 grid)
 
 
+class Diverged(RuntimeError):
+    """Non-finite losses or weights; the message names the step and the values."""
+
+
 # --- settings, checked before any work -----------------------------------------------------------
 def resolve_run(explicit: dict[str, Any]) -> tuple[Config, dict[str, Any] | None]:
     """The run's config, and the checkpoint to resume from (refused if it trained other networks)."""
-    if "resume" not in explicit:
+    resume = explicit.get("resume")
+    if resume == "auto":
+        if "out" not in explicit:
+            raise ConfigError("--resume auto needs --out DIR: the run directory to continue, or to start")
+        found = artifacts.newest_checkpoint(Path(explicit["out"])) if Path(explicit["out"]).is_dir() else None
+        if found is None:  # nothing to resume yet: a new run in --out
+            return resolve({k: v for k, v in explicit.items() if k != "resume"}), None
+        resume, checkpoint = str(found[0]), found[1]
+    elif resume is not None:
+        checkpoint = artifacts.load_checkpoint(resume)
+    else:
         return resolve(explicit), None
-    checkpoint = artifacts.load_checkpoint(explicit["resume"])
     saved = checkpoint["config"]
     for key in MODEL_KEYS:
         if key in explicit and explicit[key] != saved[key]:
-            raise ConfigError(f"--resume {explicit['resume']} trained --{key.replace('_', '-')} {saved[key]}, "
+            raise ConfigError(f"--resume {resume} trained --{key.replace('_', '-')} {saved[key]}, "
                               f"not {explicit[key]}; start a new run instead")
-    return resolve(explicit, base=saved), checkpoint
+    return resolve(explicit | {"resume": resume}, base=saved), checkpoint
 
 
-def run_directory(cfg: Config, explicit: dict[str, Any]) -> Path:
+def run_directory(cfg: Config, explicit: dict[str, Any], resuming: bool) -> Path:
     """--out if given; else, resuming, the checkpoint's folder; else a new runs/<gan>-<arch>-<time>."""
     if "out" in explicit:
         run_dir = Path(explicit["out"])
-    elif "resume" in explicit:
-        return Path(explicit["resume"]).parent
+    elif resuming:
+        return Path(cfg.resume).parent
     else:
         run_dir = Path("runs") / f"{cfg.gan}-{cfg.arch}-{datetime.now():%Y%m%d-%H%M%S}"
-    if "resume" not in explicit and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"--out {run_dir} already holds a run; pass --resume {run_dir / 'checkpoint.pt'} or another --out")
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {run_dir}: cannot create a folder there ({existing} is not a writable folder)")
+    if not resuming and explicit.get("resume") != "auto" and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"--out {run_dir} already holds a run; pass --resume auto (or a checkpoint) or another --out")
     return run_dir
 
 
+class StopRequest:
+    """SIGTERM / SIGINT ask the loop to finish its step, checkpoint and exit 0; a second SIGINT
+    interrupts at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 # --- the run --------------------------------------------------------------------------------------
-def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, checkpoint: dict[str, Any] | None) -> None:
+def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, checkpoint: dict[str, Any] | None,
+          stop: StopRequest) -> None:
     main_process = accelerator.is_main_process
     set_seed(cfg.seed, device_specific=True)  # noise differs across ranks; DDP syncs the initial weights
 
     engine = build_engine(cfg, accelerator, checkpoint)
     variant = engine.variant
-    start_epoch, step = (checkpoint["epoch"], checkpoint["step"]) if checkpoint else (0, 0)
+    epoch0, batch0, step = (checkpoint["epoch"], checkpoint["batch"], checkpoint["step"]) if checkpoint else (0, 0, 0)
     if checkpoint is not None:
         artifacts.set_rng_state(checkpoint["rng"])  # after building: initialisation drew from the RNG
     loader = ResidentLoader(split, cfg.batch_size, accelerator.device, cfg.seed,
@@ -76,33 +114,56 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
     if main_process:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         artifacts.write_json(run_dir / "config.json", cfg.to_dict() | {"data_source": split.source})
-        loss_log = artifacts.LossLog(run_dir / "losses.csv", [*columns, "images_per_s"])
+        loss_log = artifacts.LossLog(run_dir / "losses.csv", [*columns, "images_per_s"], resume_step=step)
     accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items() if v is not None})
-    log.info("%s/%s on %s (kernels %s): %d training images, %d steps per epoch, run dir %s",
-             cfg.gan, cfg.arch, accelerator.device, cfg.kernels, len(split), len(loader), run_dir)
+    log.info("%s/%s on %s (kernels %s): %d training images, %d steps per epoch, run dir %s%s",
+             cfg.gan, cfg.arch, accelerator.device, cfg.kernels, len(split), len(loader), run_dir,
+             f", resuming at step {step}" if checkpoint else "")
+
+    def save(epochs_done: int, batches_done: int) -> None:
+        """Checkpoint the position (epochs_done, batches_done) = step; never a diverged state."""
+        if not engine.finite().item():  # host sync, once per checkpoint
+            raise Diverged(f"non-finite weights at step {step}")
+        if main_process:
+            artifacts.save_checkpoint(run_dir, {
+                "config": cfg.to_dict(), "epoch": epochs_done, "batch": batches_done, "step": step,
+                "rng": artifacts.rng_state(), **engine.state_dict(),
+            })
 
     latest: dict[str, torch.Tensor] = {}
     images_per_step = cfg.batch_size * accelerator.num_processes
-    for epoch in range(start_epoch, cfg.epochs):
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main_process,
-                   dynamic_ncols=True, file=sys.stderr)
-        t_last, step_last = time.perf_counter(), step
-        for real, y in loader.epoch(epoch):
-            latest |= engine.step(real, y, step)
-            step += 1
-            bar.update()
-            if step % cfg.log_every == 0:
-                names = [c for c in columns if c in latest]
-                values = dict(zip(names, torch.stack([latest[c].float() for c in names]).tolist()))  # host sync
-                now = time.perf_counter()
-                values["images_per_s"] = (step - step_last) * images_per_step / (now - t_last)
-                t_last, step_last = now, step
-                if main_process:
-                    loss_log.append(step, epoch + 1, values)
-                    bar.set_postfix(step=step, D=f"{values['d_loss']:.3f}", G=f"{values.get('g_loss', float('nan')):.3f}",
-                                    img_s=f"{values['images_per_s']:,.0f}")
-                accelerator.log(values, step=step)
-        bar.close()
+    for epoch in range(epoch0, cfg.epochs):
+        first = batch0 if epoch == epoch0 else 0
+        with tqdm(total=len(loader), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                  disable=not main_process, dynamic_ncols=True, file=sys.stderr) as bar:
+            t_last, step_last = time.perf_counter(), step
+            for batch, (real, y) in enumerate(loader.epoch(epoch, start=first), start=first):
+                latest |= engine.step(real, y, step)
+                step += 1
+                bar.update()
+                if step % cfg.log_every == 0:
+                    names = [c for c in columns if c in latest]
+                    *losses, finite = torch.stack([latest[c].float() for c in names] + [engine.finite().float()]).tolist()  # host sync
+                    values = dict(zip(names, losses))
+                    if not finite or not all(map(math.isfinite, losses)):
+                        raise Diverged(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                                       + ("" if finite else ", non-finite weights"))
+                    now = time.perf_counter()
+                    values["images_per_s"] = (step - step_last) * images_per_step / (now - t_last)
+                    t_last, step_last = now, step
+                    if main_process:
+                        loss_log.append(step, epoch + 1, values)
+                        bar.set_postfix(step=step, D=f"{values['d_loss']:.3f}", G=f"{values.get('g_loss', float('nan')):.3f}",
+                                        img_s=f"{values['images_per_s']:,.0f}")
+                    accelerator.log(values, step=step)
+                if stop.signal is not None:
+                    save(epoch, batch + 1)
+                    bar.close()
+                    log.info("stopped by %s after step %d: checkpoint written; continue with --resume %s",
+                             signal.Signals(stop.signal).name, step, run_dir / artifacts.CHECKPOINT)
+                    return
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and batch + 1 < len(loader):
+                    save(epoch, batch + 1)
 
         if main_process:
             last = epoch + 1 == cfg.epochs
@@ -113,10 +174,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     if cfg.log_with == "tensorboard":
                         accelerator.get_tracker("tensorboard", unwrap=True).add_image(f"samples{suffix}", grid, epoch + 1)
             artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}")
-            artifacts.save_checkpoint(run_dir / "checkpoint.pt", {
-                "config": cfg.to_dict(), "epoch": epoch + 1, "step": step, "rng": artifacts.rng_state(),
-                **engine.state_dict(),
-            })
+        save(epoch + 1, 0)
         accelerator.wait_for_everyone()
 
     if main_process:
@@ -131,9 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         explicit = parse_args(argv)
         cfg, checkpoint = resolve_run(explicit)
-        split = load_split(cfg.dataset, "train", cfg.data_dir)
-        run_dir = run_directory(cfg, explicit)
+        run_dir = run_directory(cfg, explicit, resuming=checkpoint is not None)
         cfg.out = str(run_dir)  # what config.json and the checkpoint record
+        split = load_split(cfg.dataset, "train", cfg.data_dir)
         if len(split) < cfg.batch_size:
             raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(split)} images)")
         try:
@@ -146,11 +204,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     kernels.set_backend(cfg.kernels)
     if not accelerator.is_main_process:
-        logging.getLogger("fastgan").setLevel(logging.WARNING)
+        log.setLevel(logging.WARNING)
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:
         log.info("%s already holds %d epochs (--epochs %d): nothing to do", cfg.resume, checkpoint["epoch"], cfg.epochs)
         return 0
-    train(cfg, split, accelerator, run_dir, checkpoint)
+    stop = StopRequest()
+    try:
+        train(cfg, split, accelerator, run_dir, checkpoint, stop)
+    except Diverged as e:
+        print(f"fastgan.train: error: training diverged, {e}; the last good checkpoint in {run_dir} is untouched "
+              "(try a lower learning rate)", file=sys.stderr)
+        return 3
+    except OSError as e:  # a full disk, a vanished folder: the previous checkpoint is intact
+        print(f"fastgan.train: error: {e.strerror or e} while writing {e.filename or run_dir}; "
+              f"the last complete checkpoint in {run_dir} is intact", file=sys.stderr)
+        return 1
+    finally:
+        stop.restore()
     return 0
 
 
