@@ -173,34 +173,39 @@ def load_split(dataset: str, split: str = "train", data_dir: str | Path | None =
 class ResidentLoader:
     """Batches of (images in [-1, 1] (B, 1, 28, 28), labels (B,)) by indexing device tensors.
 
-    Each epoch's order is a permutation drawn on the device from (seed, epoch) alone, so a run
-    resumed at an epoch boundary sees exactly the batches it would have seen. Under data parallelism
-    every rank draws the same permutation and takes its own contiguous, disjoint shard of it. The
-    last partial batch is dropped.
+    Each epoch's order is a permutation drawn on the device from (seed, epoch) alone, so a resumed run
+    sees exactly the batches it would have seen. Under data parallelism every rank draws the same
+    permutation; global batch i is the slice [i·B·W, (i+1)·B·W) of it and rank r takes the r-th B of
+    that. The ranks' batches are disjoint, and what an epoch has consumed is always a prefix of the
+    permutation, so a checkpoint resumes under any process count. The last partial batch is dropped.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device | str, seed: int = 0,
                  rank: int = 0, world_size: int = 1):
-        self.per_rank = len(split) // world_size
-        if batch_size > self.per_rank:
-            raise DataError(f"--batch-size {batch_size} is larger than the {self.per_rank} training images per process ({split.source})")
+        if batch_size * world_size > len(split):
+            raise DataError(f"--batch-size {batch_size} x {world_size} processes is larger than the "
+                            f"{len(split)} training images ({split.source})")
         self.images = split.images.to(device).unsqueeze(1).float().div_(127.5).sub_(1)  # (N, 1, 28, 28)
         self.labels = split.labels.to(device)
-        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
 
     def __len__(self) -> int:
-        return self.per_rank // self.batch_size
+        return len(self.images) // (self.batch_size * self.world_size)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
 
     def permutation(self, epoch: int) -> Tensor:
-        """This rank's shard of the epoch's permutation, (per_rank,) indices on the device."""
+        """The epoch's order, (N,) indices on the device, the same on every rank."""
         device = self.images.device
         generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.images), generator=generator, device=device)
-        return order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+        return torch.randperm(len(self.images), generator=generator, device=device)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's batches from batch `start` on (a run resumed mid-epoch skips what it did)."""
+        """This rank's batches of the epoch from global batch `start` on (a resumed run skips what it did)."""
         order = self.permutation(epoch)
         for i in range(start, len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            first = i * self.global_batch + self.rank * self.batch_size
+            idx = order[first:first + self.batch_size]
             yield self.images[idx], self.labels[idx]

@@ -34,6 +34,8 @@ class Engine:
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         self.opt_d.step()
+        if self.variant.state and self.accelerator.num_processes > 1:
+            stats = self.accelerator.reduce(stats, reduction="mean")  # state (BEGAN's k) must agree across ranks
         self.variant.after_d_step(self.D, stats)
         return {"d_loss": loss.detach(), **stats}
 

@@ -16,11 +16,11 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, gather_object, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 
 import kernels
@@ -30,6 +30,7 @@ from fastgan.data import DataError, ResidentLoader, Split, load_split
 from fastgan.engine import build_engine
 
 log = logging.getLogger("fastgan")
+T = TypeVar("T")
 GRID_NOISE_ROWS = 100  # the fixed noise behind every epoch's grid (a 10x10 grid)
 
 
@@ -94,6 +95,36 @@ class StopRequest:
             signal.signal(s, handler)
 
 
+def main_first(state: PartialState, fn: Callable[[], T], share: bool = False) -> T:
+    """fn() on the main process first (it may download or create), then on the others, or with
+    share=True main's result for all. An input error on main is raised on every process, so no
+    process waits alone at a barrier."""
+    if state.num_processes == 1:
+        return fn()
+    outcome: Any = None
+    if state.is_main_process:
+        try:
+            outcome = fn()
+        except (ConfigError, DataError, artifacts.CheckpointError) as e:
+            outcome = e
+    (shared,) = broadcast_object_list([outcome if share or isinstance(outcome, Exception) else None])
+    if isinstance(shared, Exception):
+        raise shared
+    if share:
+        return shared
+    return outcome if state.is_main_process else fn()
+
+
+def restore_rng(checkpoint: dict[str, Any], seed: int, rank: int) -> None:
+    """Each rank takes back its own generators; a rank the checkpoint did not have (more processes
+    than before) starts from a seed derived from (seed, step, rank)."""
+    states = checkpoint["rng"]
+    if rank < len(states):
+        artifacts.set_rng_state(states[rank])
+    else:
+        set_seed(seed + 1_000_003 * checkpoint["step"] + rank)
+
+
 # --- the run --------------------------------------------------------------------------------------
 def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, checkpoint: dict[str, Any] | None,
           stop: StopRequest) -> None:
@@ -102,11 +133,12 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
 
     engine = build_engine(cfg, accelerator, checkpoint)
     variant = engine.variant
-    epoch0, batch0, step = (checkpoint["epoch"], checkpoint["batch"], checkpoint["step"]) if checkpoint else (0, 0, 0)
-    if checkpoint is not None:
-        artifacts.set_rng_state(checkpoint["rng"])  # after building: initialisation drew from the RNG
     loader = ResidentLoader(split, cfg.batch_size, accelerator.device, cfg.seed,
                             accelerator.process_index, accelerator.num_processes)
+    epoch0, batch0, step = 0, 0, 0
+    if checkpoint is not None:  # the epoch's consumed samples are a prefix of its order, whatever the batch
+        epoch0, batch0, step = checkpoint["epoch"], checkpoint["samples"] // loader.global_batch, checkpoint["step"]
+        restore_rng(checkpoint, cfg.seed, accelerator.process_index)  # after building: init drew from the RNG
 
     fixed_z = torch.rand(GRID_NOISE_ROWS, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed)) * 2 - 1
     grids = variant.grid_latents(fixed_z.to(accelerator.device))
@@ -121,13 +153,16 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
              f", resuming at step {step}" if checkpoint else "")
 
     def save(epochs_done: int, batches_done: int) -> None:
-        """Checkpoint the position (epochs_done, batches_done) = step; never a diverged state."""
-        if not engine.finite().item():  # host sync, once per checkpoint
+        """Checkpoint the position (epochs_done, global batches done in the next) = step; never a
+        diverged state. Called by every process at the same step (it gathers their RNG states)."""
+        if accelerator.reduce(engine.finite().float(), reduction="mean").item() < 1:  # host sync, per checkpoint
             raise Diverged(f"non-finite weights at step {step}")
+        rng = gather_object([artifacts.rng_state()])
         if main_process:
             artifacts.save_checkpoint(run_dir, {
                 "config": cfg.to_dict(), "epoch": epochs_done, "batch": batches_done, "step": step,
-                "rng": artifacts.rng_state(), **engine.state_dict(),
+                "samples": batches_done * loader.global_batch, "world_size": accelerator.num_processes,
+                "rng": rng, **engine.state_dict(),
             })
 
     latest: dict[str, torch.Tensor] = {}
@@ -141,11 +176,18 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                 latest |= engine.step(real, y, step)
                 step += 1
                 bar.update()
+                stopping = stop.signal is not None and accelerator.num_processes == 1
                 if step % cfg.log_every == 0:
+                    # One reading per log interval: the losses, whether all weights are finite and
+                    # whether a stop was asked for, averaged over the processes (so all agree) and
+                    # brought to the host together.
                     names = [c for c in columns if c in latest]
-                    *losses, finite = torch.stack([latest[c].float() for c in names] + [engine.finite().float()]).tolist()  # host sync
+                    flags = [engine.finite().float(), torch.tensor(float(stop.signal is not None), device=accelerator.device)]
+                    reading = accelerator.reduce(torch.stack([latest[c].float() for c in names] + flags), reduction="mean")
+                    *losses, finite, stop_asked = reading.tolist()  # host sync
                     values = dict(zip(names, losses))
-                    if not finite or not all(map(math.isfinite, losses)):
+                    stopping = stop_asked > 0
+                    if finite < 1 or not all(map(math.isfinite, losses)):
                         raise Diverged(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
                                        + ("" if finite else ", non-finite weights"))
                     now = time.perf_counter()
@@ -156,11 +198,13 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                         bar.set_postfix(step=step, D=f"{values['d_loss']:.3f}", G=f"{values.get('g_loss', float('nan')):.3f}",
                                         img_s=f"{values['images_per_s']:,.0f}")
                     accelerator.log(values, step=step)
-                if stop.signal is not None:
+                if stopping:
                     save(epoch, batch + 1)
                     bar.close()
                     log.info("stopped by %s after step %d: checkpoint written; continue with --resume %s",
-                             signal.Signals(stop.signal).name, step, run_dir / artifacts.CHECKPOINT)
+                             signal.Signals(stop.signal).name if stop.signal else "a signal to another process",
+                             step, run_dir / artifacts.CHECKPOINT)
+                    accelerator.end_training()
                     return
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and batch + 1 < len(loader):
                     save(epoch, batch + 1)
@@ -189,13 +233,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         explicit = parse_args(argv)
         cfg, checkpoint = resolve_run(explicit)
-        run_dir = run_directory(cfg, explicit, resuming=checkpoint is not None)
+        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by an `accelerate launch` config
+        if "mixed_precision" not in explicit and launcher_precision:
+            cfg = resolve({"mixed_precision": launcher_precision}, base=cfg.to_dict())
+        # Accelerate reads ACCELERATE_USE_CPU (set by `accelerate launch --cpu`); without CUDA the
+        # CPU is the only choice, and several processes must then join through gloo, not run alone.
+        use_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+        state = PartialState(cpu=use_cpu)  # joins the other processes, if launched with several
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if state.num_processes != launched:
+            raise ConfigError(f"{launched} processes were launched but they did not join one job "
+                              f"(Accelerate sees {state.num_processes}); see launch/README.md")
+        if not state.is_main_process:
+            log.setLevel(logging.WARNING)
+        run_dir = main_first(state, lambda: run_directory(cfg, explicit, resuming=checkpoint is not None), share=True)
         cfg.out = str(run_dir)  # what config.json and the checkpoint record
-        split = load_split(cfg.dataset, "train", cfg.data_dir)
-        if len(split) < cfg.batch_size:
-            raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(split)} images)")
+        split = main_first(state, lambda: load_split(cfg.dataset, "train", cfg.data_dir))
+        if len(split) < cfg.batch_size * state.num_processes:
+            per = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
+            raise ConfigError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({len(split)} images)")
         try:
-            accelerator = Accelerator(mixed_precision=cfg.mixed_precision, project_dir=run_dir,
+            accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, project_dir=run_dir,
                                       log_with="tensorboard" if cfg.log_with == "tensorboard" else None)
         except ValueError as e:  # e.g. a precision this device cannot do
             raise ConfigError(f"--mixed-precision {cfg.mixed_precision}: {e}") from None
@@ -203,8 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastgan.train: error: {e}", file=sys.stderr)
         return 2
     kernels.set_backend(cfg.kernels)
-    if not accelerator.is_main_process:
-        log.setLevel(logging.WARNING)
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:
         log.info("%s already holds %d epochs (--epochs %d): nothing to do", cfg.resume, checkpoint["epoch"], cfg.epochs)
         return 0

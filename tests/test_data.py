@@ -161,20 +161,26 @@ def test_scaling_device_and_labels():
     assert torch.equal(((x + 1) * 127.5).round().to(torch.uint8).squeeze(1), split.images[order])
 
 
-def test_ranks_take_disjoint_shards_that_cover_the_epoch():
+def test_ranks_take_disjoint_slices_whose_union_is_a_prefix_of_the_epoch():
     split = small_split(100)
-    shards = [ResidentLoader(split, 10, "cpu", seed=5, rank=r, world_size=4) for r in range(4)]
-    seen = [torch.cat([index_of(x) for x, _ in s.epoch(2)]) for s in shards]
-    assert all(len(s) == 20 for s in seen)
+    ranks = [ResidentLoader(split, 10, "cpu", seed=5, rank=r, world_size=4) for r in range(4)]
+    assert all(len(r) == 2 for r in ranks)  # 100 // 40
+    seen = [torch.cat([index_of(x) for x, _ in r.epoch(2)]) for r in ranks]
     assert torch.cat(seen).unique().numel() == 80
-    everything = torch.cat([s.permutation(2) for s in shards])
-    assert torch.equal(everything.sort().values, torch.arange(100))
+    single = ResidentLoader(split, 40, "cpu", seed=5)  # one process with the global batch
+    for i, (x, _) in enumerate(single.epoch(2)):
+        assert torch.equal(index_of(x), torch.cat([s[i * 10:(i + 1) * 10] for s in seen]))
+
+
+def test_start_skips_global_batches():
+    loader = ResidentLoader(small_split(100), 10, "cpu", seed=1, rank=1, world_size=2)
+    everything = [index_of(x) for x, _ in loader.epoch(0)]
+    assert all(torch.equal(a, index_of(b)) for a, (b, _) in zip(everything[3:], loader.epoch(0, start=3)))
 
 
 def test_batch_larger_than_the_data_is_refused():
-    with pytest.raises(DataError, match="--batch-size 101 is larger than the 100 training images"):
-        ResidentLoader(small_split(100), 101, "cpu")
-
+    with pytest.raises(DataError, match="--batch-size 51 x 2 processes is larger than the 100 training images"):
+        ResidentLoader(small_split(100), 51, "cpu", world_size=2)
 
 
 def test_real_download_attempt_falls_back_cleanly(tmp_path):

@@ -1,0 +1,67 @@
+"""Data parallelism on CPU processes (gloo), launched as users launch it. Run alone with
+`pytest -m distributed`; each test starts two training processes."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastgan.train import main
+
+pytestmark = pytest.mark.distributed
+HERE = Path(__file__).parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, nproc=2, cwd=None):
+    """torchrun on loopback; ACCELERATE_USE_CPU=1 makes Accelerate pick the CPU and gloo."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args],
+                            capture_output=True, text=True, env=env, cwd=cwd, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("gan, backend", [("lsgan", "torch"), ("wgan_gp", "torch"), ("wgan_gp", "triton"), ("began", "torch")],
+                         ids=["lsgan", "wgan_gp-double-backward", "wgan_gp-analytic", "began"])
+def test_two_processes_train_like_one_with_the_global_batch(gan, backend, tmp_path):
+    # wgan_gp: the penalty's weight gradients must be all-reduced like the rest, on the autograd
+    # (double backward) path as on the analytic one; began: k must agree across ranks.
+    args = [str(HERE / "ddp_worker.py"), gan, backend, "32", "3"]
+    torchrun(*args, str(tmp_path / "two"), nproc=2)
+    torchrun(*args, str(tmp_path / "one"), nproc=1)
+    one = torch.load(tmp_path / "one.rank0.pt", weights_only=True)
+    ranks = [torch.load(tmp_path / f"two.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for net in ("G", "D"):
+        for key, value in one["state"][net].items():
+            assert torch.equal(ranks[0]["state"][net][key], ranks[1]["state"][net][key]), f"ranks disagree on {net}.{key}"
+            torch.testing.assert_close(ranks[0]["state"][net][key], value, rtol=1e-4, atol=1e-6, msg=f"{net}.{key}")
+    if gan == "began":
+        assert torch.equal(ranks[0]["k"], ranks[1]["k"])
+        torch.testing.assert_close(ranks[0]["k"], one["k"], rtol=1e-5, atol=1e-9)
+
+
+def test_two_process_run_leaves_one_set_of_artefacts_and_resumes_in_one(tiny_mnist, tmp_path):
+    run = tmp_path / "run"
+    torchrun("-m", "fastgan.train", "--data-dir", str(tiny_mnist), "--out", str(run), "--batch-size", "16",
+             "--epochs", "1", "--log-every", "2", "--gan", "began", cwd=tmp_path)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "losses.csv", "losses.png",
+                                                      "progress.gif", "samples"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png"]
+    lines = (run / "losses.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [2, 4, 6, 8]  # 256 images / (16 x 2) = 8 steps, once each
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["world_size"], checkpoint["step"], len(checkpoint["rng"])) == (2, 8, 2)
+    assert not any(k.startswith("module.") for k in checkpoint["D"])
+    os.chdir(tmp_path)
+    assert main(["--resume", str(run / "checkpoint.pt"), "--epochs", "2"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 8 + 256 // 16
