@@ -100,7 +100,8 @@ class LossLog:
         return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in self.columns}
 
 
-def plot_losses(log: LossLog, path: Path, title: str) -> None:
+def plot_losses(log: LossLog, path: Path, title: str, eval_log: LossLog | None = None) -> None:
+    """Loss curves; the variant's extra statistics below them; sample quality (FD, score) at the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,17 +110,29 @@ def plot_losses(log: LossLog, path: Path, title: str) -> None:
     data = log.read()
     curves = [c for c in log.columns[2:] if c in ("d_loss", "g_loss")]
     extras = [c for c in log.columns[2:] if c not in curves and c != "images_per_s"]
-    fig, axes = plt.subplots(1 + bool(extras), 1, figsize=(8, 4 + 3 * bool(extras)), sharex=True, squeeze=False)
+    evals = eval_log.read() if eval_log is not None else None
+    panels = 1 + bool(extras) + bool(evals and evals["step"])
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 4 + 3 * (panels - 1)), sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
     for c in curves:
-        axes[0, 0].plot(data["step"], data[c], label=c, linewidth=1)
-    axes[0, 0].set_ylabel("loss")
-    axes[0, 0].set_title(title)
-    for c in extras:
-        axes[-1, 0].plot(data["step"], data[c], label=c, linewidth=1)
-    for ax in axes[:, 0]:
+        axes[0].plot(data["step"], data[c], label=c, linewidth=1)
+    axes[0].set_ylabel("loss")
+    axes[0].set_title(title)
+    if extras:
+        for c in extras:
+            axes[1].plot(data["step"], data[c], label=c, linewidth=1)
+    if panels == 1 + bool(extras) + 1:
+        ax = axes[-1]
+        ax.plot(evals["step"], evals["fd"], "o-", color="tab:red", label="FD-LeNet (lower is better)")
+        ax.set_ylabel("FD-LeNet")
+        twin = ax.twinx()
+        twin.plot(evals["step"], evals["score"], "s-", color="tab:green", label="score (10 is best)")
+        twin.set_ylabel("score")
+        twin.legend(loc="upper center")
+    for ax in axes:
         ax.legend(loc="upper right")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("step")
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
@@ -195,3 +208,14 @@ def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     if errors:
         raise CheckpointError(f"{run_dir}: no readable checkpoint ({'; '.join(errors)})")
     return None
+
+
+def checkpoint_at(target: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or the newest readable checkpoint of a run directory."""
+    target = Path(target)
+    if not target.is_dir():
+        return target, load_checkpoint(target)
+    found = newest_checkpoint(target)
+    if found is None:
+        raise CheckpointError(f"{target}: no checkpoint in this folder")
+    return found

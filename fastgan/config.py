@@ -47,6 +47,9 @@ class Config:
     kernels: str = _opt("auto", "fused ops and the analytic MLP gradient penalty (triton), or plain PyTorch with "
                         "double backward (torch); auto = triton on CUDA, torch elsewhere", choices=BACKENDS)
     seed: int = _opt(0, "random seed; same seed, same run on the CPU")
+    ema_decay: float = _opt(0.0, "decay of an exponential moving average of G's weights used for grids and "
+                            "evaluation, e.g. 0.999 (0: off)")
+    eval_every: int = _opt(0, "epochs between sample-quality evaluations during training (0: off)")
     # output
     out: str | None = _opt(None, "run directory (default runs/<gan>-<arch>-<time>)")
     resume: str | None = _opt(None, "checkpoint to continue from, or 'auto': the newest good checkpoint in --out "
@@ -120,6 +123,10 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not (isinstance(cfg.eval_every, int) and cfg.eval_every >= 0):
+        raise ConfigError(f"--eval-every must be an integer >= 0, got {cfg.eval_every}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise ConfigError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     if not isinstance(cfg.checkpoint_every, int) or cfg.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every must be an integer >= 0, got {cfg.checkpoint_every}")
     for name in ("lr_g", "lr_d", "clip", "perturb_scale", "margin", "gamma"):

@@ -33,6 +33,9 @@ SAMPLE_TEST_FRACTION = 0.1  # per class, held out from the bundled sample
 SAMPLE_SPLIT_SEED = 0
 
 
+_FAILED_DOWNLOADS: dict[tuple[str, Path], str] = {}  # one attempt and one warning per process
+
+
 class DataError(ValueError):
     """Data that cannot be used; the message names the file and what is wrong, in one line."""
 
@@ -157,15 +160,18 @@ def load_split(dataset: str, split: str = "train", data_dir: str | Path | None =
     if directory is not None:
         return read_idx_split(directory, split)
     try:
+        if (dataset, root) in _FAILED_DOWNLOADS:  # tried once in this process already: do not retry
+            raise RuntimeError(_FAILED_DOWNLOADS[(dataset, root)])
         _download(dataset, root)
     except (OSError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if dataset != "mnist":
             raise DataError(f"{dataset} is not in {root} and could not be downloaded ({reason}); pass --data-dir") from None
-        sample = bundled_sample(split)
-        log.warning("MNIST could not be downloaded (%s): using the bundled 10,000-digit SAMPLE of real MNIST "
-                    "(%d %s images), not the full 60,000. Pass --data-dir for the full set.", reason, len(sample), split)
-        return sample
+        if (dataset, root) not in _FAILED_DOWNLOADS:
+            log.warning("MNIST could not be downloaded (%s): using the bundled SAMPLE of 10,000 real MNIST digits "
+                        "(9,001 train / 999 test), not the full 70,000. Pass --data-dir for the full set.", reason)
+            _FAILED_DOWNLOADS[(dataset, root)] = reason
+        return bundled_sample(split)
     return read_idx_split(find_idx_dir(root, dataset), split)
 
 

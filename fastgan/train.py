@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -28,6 +29,7 @@ from fastgan import artifacts
 from fastgan.config import MODEL_KEYS, Config, ConfigError, parse_args, resolve
 from fastgan.data import DataError, ResidentLoader, Split, load_split
 from fastgan.engine import build_engine
+from fastgan.evaluate import Evaluator, Metrics
 
 log = logging.getLogger("fastgan")
 T = TypeVar("T")
@@ -147,6 +149,10 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         artifacts.write_json(run_dir / "config.json", cfg.to_dict() | {"data_source": split.source})
         loss_log = artifacts.LossLog(run_dir / "losses.csv", [*columns, "images_per_s"], resume_step=step)
+    evaluator = eval_log = None
+    if cfg.eval_every and main_process:
+        evaluator = Evaluator(split, load_split(cfg.dataset, "test", cfg.data_dir), accelerator.device)
+        eval_log = artifacts.LossLog(run_dir / "eval.csv", list(Metrics.__dataclass_fields__), resume_step=step)
     accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items() if v is not None})
     log.info("%s/%s on %s (kernels %s): %d training images, %d steps per epoch, run dir %s%s",
              cfg.gan, cfg.arch, accelerator.device, cfg.kernels, len(split), len(loader), run_dir,
@@ -217,7 +223,15 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     grid = artifacts.save_grid(engine.samples(latent), run_dir / "samples" / f"epoch_{epoch + 1:03d}{suffix}.png", nrow)
                     if cfg.log_with == "tensorboard":
                         accelerator.get_tracker("tensorboard", unwrap=True).add_image(f"samples{suffix}", grid, epoch + 1)
-            artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}")
+            if evaluator is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
+                result = evaluator(engine)
+                eval_log.append(step, epoch + 1, {k: v for k, v in asdict(result).items() if v is not None})
+                artifacts.write_json(run_dir / "metrics.json", {
+                    "step": step, "epoch": epoch + 1, "samples": evaluator.n, "data": split.source,
+                    "generated": asdict(result), "real_vs_real": asdict(evaluator.floor)})
+                log.info("epoch %d: FD-LeNet %.2f (real %.2f), score %.2f (real %.2f), coverage %d/10",
+                         epoch + 1, result.fd, evaluator.floor.fd, result.score, evaluator.floor.score, result.coverage)
+            artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
         save(epoch + 1, 0)
         accelerator.wait_for_everyone()
 
@@ -267,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = StopRequest()
     try:
         train(cfg, split, accelerator, run_dir, checkpoint, stop)
+    except artifacts.CheckpointError as e:
+        print(f"fastgan.train: error: {e}", file=sys.stderr)
+        return 2
     except Diverged as e:
         print(f"fastgan.train: error: training diverged, {e}; the last good checkpoint in {run_dir} is untouched "
               "(try a lower learning rate)", file=sys.stderr)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import write_idx, write_mnist_dir
+from helpers import subset, write_idx, write_mnist_dir
 from fastgan import data
 from fastgan.data import DataError, ResidentLoader, Split, bundled_sample, load_split, read_idx
 
@@ -23,7 +23,8 @@ def test_data_dir_plain_and_torchvision_layout(tmp_path, compress):
     for root in (flat, tmp_path / "tv"):
         train = load_split("mnist", "train", root)
         assert train.images.shape == (50, 28, 28) and train.images.dtype == torch.uint8
-        assert torch.equal(train.labels, bundled_sample("train").labels[:50])
+        assert torch.equal(train.labels, torch.from_numpy(subset(bundled_sample("train"), 50)[1]).long())
+        assert train.labels.unique().numel() > 5
         assert len(load_split("mnist", "test", root)) == 20
     assert nested.is_dir()
 
@@ -99,7 +100,10 @@ def test_offline_mnist_falls_back_to_the_bundled_sample_with_a_warning(tmp_path,
     split = load_split("mnist", "train", download_root=tmp_path)
     assert len(split) == len(bundled_sample("train")) and "bundled" in split.source
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "10,000-digit SAMPLE" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "SAMPLE of 10,000 real MNIST digits" in warnings[0].getMessage()
+    monkeypatch.setattr(data, "_download", lambda *a: pytest.fail("one failed download per process is enough"))
+    assert len(load_split("mnist", "test", download_root=tmp_path)) == len(bundled_sample("test"))
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
 
 
 def test_offline_fashion_mnist_is_an_error(tmp_path, monkeypatch):

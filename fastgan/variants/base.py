@@ -71,6 +71,14 @@ class Variant:
             return {"": (self.latent(rows, labels)[0], N_CLASSES)}
         return {"": (z, N_CLASSES)}
 
+    def interpolation_latents(self, z_from: Tensor, z_to: Tensor, steps: int) -> dict[str, tuple[Tensor, int]]:
+        """Rows walking from z_from[r] to z_to[r] in `steps` columns; conditional variants keep the
+        label fixed along a row (row r: class r mod 10)."""
+        t = torch.linspace(0, 1, steps, device=z_from.device, dtype=z_from.dtype)[None, :, None]
+        z = torch.lerp(z_from[:, None], z_to[:, None], t).flatten(0, 1)  # (rows * steps, z_dim)
+        labels = (torch.arange(len(z_from), device=z.device) % N_CLASSES).repeat_interleave(steps)
+        return {"": (self.latent(z, labels)[0], steps)}
+
     # --- losses ---------------------------------------------------------------------------------
     def d_loss(self, D: Critic, real: Tensor, fake: Tensor, codes: Codes) -> tuple[Tensor, Stats]:
         raise NotImplementedError

@@ -59,3 +59,7 @@ class InfoGAN(Variant):
             latent = self.codes_latent(z10.repeat_interleave(N_CLASSES, 0), cats.repeat_interleave(N_CLASSES), c_cont)
             grids[f"cont{j + 1}"] = (latent, N_CLASSES)
         return grids
+
+    def interpolation_latents(self, z_from, z_to, steps):
+        """Along each continuous code (the codes are what infoGAN makes meaningful)."""
+        return {name: grid for name, grid in self.grid_latents(z_from).items() if name}
