@@ -4,7 +4,8 @@
     accelerate launch -m fastgan.train --gan wgan_gp        (accelerate launch --cpu ... on a CPU)
 
 Reads top to bottom: settings -> data -> networks -> (resume) -> the loop -> what the run leaves.
-Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT), 2 bad input, 3 training diverged.
+Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT), 1 a write failed (disk full), 2 bad input,
+3 training diverged.
 """
 from __future__ import annotations
 

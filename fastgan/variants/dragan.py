@@ -8,7 +8,7 @@ class DRAGAN(Variant):
     name = "dragan"
     gradient_penalty = True
     # λ = 0.25 and scale 0.5 are the seed's source code's values.
-    defaults = {"gp_weight": 0.25, "perturb_scale": 0.5}
+    defaults = {"lr_g": 1e-3, "lr_d": 1e-3, "gp_weight": 0.25, "perturb_scale": 0.5}
     stats = ("gp",)
 
     def d_loss(self, D, real, fake, codes):
