@@ -14,6 +14,9 @@ from fastgan.data import bundled_sample
 from fastgan.engine import build_engine
 
 gan, backend, global_batch, steps, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+# float64 throughout: the all-reduce sums in another order than one process does, and in float32 that
+# can flip the sign of a near-zero gradient, which Adam turns into a full-size step.
+torch.set_default_dtype(torch.float64)
 kernels.set_backend(backend)
 accelerator = Accelerator(cpu=True)
 rank, world = accelerator.process_index, accelerator.num_processes
@@ -42,7 +45,7 @@ def global_uniform(x):
 engine.noise = global_noise
 penalties._per_sample_uniform = global_uniform
 sample = bundled_sample("train")
-images, labels = sample.images[:global_batch * steps].unsqueeze(1).float() / 127.5 - 1, sample.labels[:global_batch * steps]
+images, labels = sample.images[:global_batch * steps].unsqueeze(1).double() / 127.5 - 1, sample.labels[:global_batch * steps]
 for step in range(steps):
     real, y = images[step * global_batch:(step + 1) * global_batch], labels[step * global_batch:(step + 1) * global_batch]
     engine.step(rank_slice(real), rank_slice(y), step)
