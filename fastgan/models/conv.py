@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fastgan.models.heads import IMAGE_SHAPE, N_CLASSES, DOutput, Head, Heads, one_hot
+from fastgan.models.heads import N_CLASSES, DOutput, Head, Heads, one_hot
 from kernels import LinearLeakyReLU
 
 SLOPE = 0.2
