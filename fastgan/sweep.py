@@ -39,19 +39,19 @@ def _median_throughput(run_dir: Path) -> float | None:
     return statistics.median(values) if values else None
 
 
-def run_one(gan: str, out: Path, train_args: list[str], samples: int, data_dir: str | None) -> Row:
+def run_one(gan: str, out: Path, train_args: list[str], samples: int, data_dir: str | None) -> tuple[Row, Metrics | None]:
+    """Train (or continue) one variant and score it; also the real-vs-real floor, when it got that far."""
     run_dir = out / gan
     start = time.perf_counter()
     status = train.main(["--gan", gan, "--out", str(run_dir), "--resume", "auto", *train_args])
     wall = time.perf_counter() - start
     if status != 0:
-        return Row(gan, f"training exited with status {status}", wall)
+        return Row(gan, f"training exited with status {status}", wall), None
     result, floor, _ = evaluate_run(run_dir, samples, data_dir)
     return Row(gan, "ok", wall, _median_throughput(run_dir), result), floor
 
 
-def _cells(row: Row) -> list[str]:
-    m = row.metrics
+def _cells(m: Metrics | None) -> list[str]:
     if m is None:
         return ["-"] * 5
     acc = f"{m.label_accuracy:.3f}" if m.label_accuracy is not None else "-"
@@ -71,9 +71,9 @@ def write_report(out: Path, rows: list[Row], floor: Metrics | None, epochs: int,
         pictures = [f"![{row.gan}]({grid[-1].relative_to(out)})" if grid else "-",
                     f"![losses]({(out / row.gan / 'losses.png').relative_to(out)})" if (out / row.gan / "losses.png").exists() else "-"]
         ips = f"{row.images_per_s:,.0f}" if row.images_per_s else "-"
-        lines.append("| " + " | ".join([row.gan, *pictures, *_cells(row), f"{row.wall_s:.0f}", ips, row.status]) + " |")
+        lines.append("| " + " | ".join([row.gan, *pictures, *_cells(row.metrics), f"{row.wall_s:.0f}", ips, row.status]) + " |")
     if floor is not None:
-        lines.append("| real vs real | | | " + " | ".join(_cells(Row("", "", 0, metrics=floor))) + " | | | floor / ceiling |")
+        lines.append("| real vs real | | | " + " | ".join(_cells(floor)) + " | | | floor / ceiling |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
     def inline(path: Path) -> str:
@@ -84,10 +84,10 @@ def write_report(out: Path, rows: list[Row], floor: Metrics | None, epochs: int,
         grid, loss_png = final(row.gan), out / row.gan / "losses.png"
         ips = f"{row.images_per_s:,.0f}" if row.images_per_s else "-"
         cells = [html.escape(row.gan), inline(grid[-1]) if grid else "-", inline(loss_png) if loss_png.exists() else "-",
-                 *_cells(row), f"{row.wall_s:.0f}", ips, html.escape(row.status)]
+                 *_cells(row.metrics), f"{row.wall_s:.0f}", ips, html.escape(row.status)]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     if floor is not None:
-        body.append("<tr><td>real vs real</td><td></td><td></td>" + "".join(f"<td>{c}</td>" for c in _cells(Row("", "", 0, metrics=floor)))
+        body.append("<tr><td>real vs real</td><td></td><td></td>" + "".join(f"<td>{c}</td>" for c in _cells(floor))
                     + "<td></td><td></td><td>floor / ceiling</td></tr>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fastgan sweep</title>
 <style>body{{font-family:sans-serif}} td,th{{border:1px solid #ccc;padding:4px;text-align:center}} table{{border-collapse:collapse}}</style>
@@ -122,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, floor = [], None
     for gan in gans:
         print(f"fastgan.sweep: {gan} ({len(rows) + 1}/{len(gans)})", file=sys.stderr)
-        result = run_one(gan, out, train_args, args.samples, args.data_dir)
-        row, floor = (result if isinstance(result, tuple) else (result, floor))
+        row, row_floor = run_one(gan, out, train_args, args.samples, args.data_dir)
+        floor = row_floor or floor
         rows.append(row)
         write_report(out, rows, floor, args.epochs, args.arch, args.data_dir or args.dataset)  # a report at every step
     print((out / "report.md").read_text())

@@ -30,13 +30,8 @@ def launch(argv):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def final_state(run):
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
-    return checkpoint
-
-
 def assert_same_run(a, b):
-    ca, cb = final_state(a), final_state(b)
+    ca, cb = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (a, b))
     assert (ca["epoch"], ca["batch"], ca["step"]) == (cb["epoch"], cb["batch"], cb["step"])
     for part in ("G", "D", "variant"):
         for key in ca[part]:
