@@ -43,6 +43,8 @@ class Config:
     beta1: float = _opt(0.5, "Adam beta1")
     beta2: float = _opt(0.999, "Adam beta2")
     n_critic: int = _opt(1, "discriminator steps per generator step")
+    mode: str = _opt("auto", "how an iteration runs: eager, torch.compile'd losses, or one CUDA graph per iteration; "
+                     "auto = graph on CUDA, eager elsewhere", choices=("auto", "eager", "compile", "graph"))
     mixed_precision: str = _opt("no", "autocast precision (Accelerate)", choices=("no", "bf16", "fp16"))
     kernels: str = _opt("auto", "fused ops and the analytic MLP gradient penalty (triton), or plain PyTorch with "
                         "double backward (torch); auto = triton on CUDA, torch elsewhere", choices=BACKENDS)

@@ -208,10 +208,25 @@ class ResidentLoader:
         generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.images), generator=generator, device=device)
 
+    def start_epoch(self, epoch: int, start: int = 0) -> None:
+        """Point next_batch() at global batch `start` of the epoch: the epoch's order goes into a fixed
+        device buffer and the position into a device counter, so next_batch() needs no host value and
+        can be captured in a CUDA graph."""
+        if not hasattr(self, "order"):
+            self.order = torch.empty(len(self.images), dtype=torch.long, device=self.images.device)
+            self.cursor = torch.zeros((), dtype=torch.long, device=self.images.device)
+            self.offsets = self.rank * self.batch_size + torch.arange(self.batch_size, device=self.images.device)
+        self.order.copy_(self.permutation(epoch))
+        self.cursor.fill_(start)
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """This rank's share of the global batch at the cursor, and advance the cursor (device ops only)."""
+        idx = self.order[self.cursor * self.global_batch + self.offsets]
+        self.cursor.add_(1)
+        return self.images[idx], self.labels[idx]
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's batches of the epoch from global batch `start` on (a resumed run skips what it did)."""
-        order = self.permutation(epoch)
-        for i in range(start, len(self)):
-            first = i * self.global_batch + self.rank * self.batch_size
-            idx = order[first:first + self.batch_size]
-            yield self.images[idx], self.labels[idx]
+        self.start_epoch(epoch, start)
+        for _ in range(start, len(self)):
+            yield self.next_batch()

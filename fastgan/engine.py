@@ -1,11 +1,25 @@
-"""One training iteration: the variant's D step, and on every n_critic-th iteration its G step.
+"""One training iteration, and the three ways to run it.
 
-The step functions return detached device tensors; nothing here reads a value back to the host.
+An iteration is: a batch from the resident loader, the variant's D step, and on every n_critic-th
+iteration its G step (and the EMA of G). Nothing here reads a value back to the host: the step
+functions return detached device tensors, read by the training loop every --log-every steps.
+
+Modes (`--mode`):
+- eager:   the step functions as written.
+- compile: the D and G losses (noise, G, D, the variant's loss, the analytic penalty) through
+           torch.compile; backward and the fused optimizer step run as compiled autograd graphs
+           and one kernel per network.
+- graph:   the whole iteration — batch indices from the loader's device cursor, noise, D step, G
+           step, both Adam steps, EMA — captured once in a CUDA graph and replayed. n_critic > 1
+           captures a D-only iteration beside the D+G one.
+A mode that cannot run a given setting falls back (see `choose_mode`) with one log line.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any
+import logging
+from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -13,28 +27,91 @@ from torch import Tensor, nn
 
 from fastgan.artifacts import CheckpointError
 from fastgan.config import Config
+from fastgan.data import ResidentLoader
 from fastgan.models import build_models
+from fastgan.penalties import analytic_penalty
 from fastgan.variants import VARIANTS
 from fastgan.variants.base import Critic, Stats, Variant
+
+log = logging.getLogger("fastgan")
+MODES = ("eager", "compile", "graph")
+GRAPH_WARMUP = 3  # eager iterations before a capture: optimizer state, autotuning, cuBLAS handles
+
+
+def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.device,
+                num_processes: int) -> tuple[str, str | None]:
+    """The mode to run and, if it is not the one asked for, why. auto: graph on CUDA, eager elsewhere."""
+    if requested == "auto":
+        requested = "graph" if device.type == "cuda" else "eager"
+    mode, why = requested, None
+    if mode == "graph":
+        if device.type != "cuda":
+            return "eager", "graph mode needs a CUDA device"
+        if num_processes > 1:
+            mode, why = "compile", "graph mode runs one process (DDP's all-reduce is not captured)"
+        elif cfg.mixed_precision == "fp16":
+            mode, why = "compile", "fp16's loss scaler reads its overflow flag on the host every step"
+    if mode == "compile" and variant.gradient_penalty and not analytic_penalty(cfg.arch, variant, device):
+        # Only the analytic penalty (unconditional MLP critic, custom ops on) is traceable.
+        return "eager", (why + "; " if why else "") + "torch.compile cannot trace the double backward of this critic's penalty"
+    return mode, why
+
+
+def adam(params: Iterator[nn.Parameter], lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    """Adam as one fused kernel per network; capturable on CUDA (step count and bias correction stay
+    on the device, so the step can live in a CUDA graph)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, capturable=device.type == "cuda")
+
+
+@contextlib.contextmanager
+def frozen(net: nn.Module) -> Iterator[nn.Module]:
+    """net with its weights out of autograd: the G step differentiates through D to the images, but
+    has no use for D's weight gradients."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class Engine:
     def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                  variant: Variant, accelerator: Accelerator, z_dim: int, n_critic: int,
-                 G_ema: nn.Module | None = None, ema_decay: float = 0.0):
+                 G_ema: nn.Module | None = None, ema_decay: float = 0.0, mode: str = "eager",
+                 compile_backend: str = "inductor"):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         self.variant, self.accelerator = variant, accelerator
         self.z_dim, self.n_critic = z_dim, n_critic
         self.G_ema, self.ema_decay = G_ema, ema_decay
+        self.mode = mode
+        self.D_net = accelerator.unwrap_model(D)  # the G step calls D without DDP's all-reduce
+        self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, Stats]] = {}  # with G step? -> (graph, its outputs)
+        if mode == "compile":
+            self.d_loss = torch.compile(self.d_loss, backend=compile_backend)
+            self.g_loss = torch.compile(self.g_loss, backend=compile_backend)
 
     def noise(self, n: int) -> Tensor:
         return torch.rand(n, self.z_dim, device=self.accelerator.device) * 2 - 1  # U[-1, 1]
 
-    def d_step(self, real: Tensor, y: Tensor) -> Stats:
+    # --- the losses (what compile mode compiles) -------------------------------------------------
+    def d_loss(self, real: Tensor, y: Tensor) -> tuple[Tensor, Stats]:
         latent, codes = self.variant.latent(self.noise(len(real)), y)
         with torch.no_grad():
             fake = self.G(latent)
-        loss, stats = self.variant.d_loss(Critic(self.D, y), real, fake, codes)
+        return self.variant.d_loss(Critic(self.D, y), real, fake, codes)
+
+    def g_loss(self, y: Tensor) -> tuple[Tensor, Stats]:
+        latent, codes = self.variant.latent(self.noise(len(y)), y)
+        return self.variant.g_loss(Critic(self.D_net, y), self.G(latent), codes)
+
+    # --- the steps ---------------------------------------------------------------------------------
+    def d_step(self, real: Tensor, y: Tensor) -> Stats:
+        loss, stats = self.d_loss(real, y)
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         self.opt_d.step()
@@ -44,10 +121,10 @@ class Engine:
         return {"d_loss": loss.detach(), **stats}
 
     def g_step(self, y: Tensor) -> Stats:
-        latent, codes = self.variant.latent(self.noise(len(y)), y)
-        loss, stats = self.variant.g_loss(Critic(self.D, y), self.G(latent), codes)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
+        with frozen(self.D):
+            loss, stats = self.g_loss(y)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
         self.opt_g.step()
         if self.G_ema is not None:
             self.update_ema()
@@ -68,6 +145,53 @@ class Engine:
             stats |= self.g_step(y)
         return stats
 
+    def iteration(self, loader: ResidentLoader, iteration: int) -> Stats:
+        """The next batch at the loader's cursor, then step(); in graph mode a replay of the captured
+        iteration (captured on first use). The returned tensors of a replay are the graph's own
+        outputs: the next replay overwrites them."""
+        if self.mode != "graph":
+            real, y = loader.next_batch()
+            return self.step(real, y, iteration)
+        with_g = (iteration + 1) % self.n_critic == 0
+        if with_g not in self.graphs:
+            self.graphs[with_g] = self._capture(loader, iteration)
+        graph, stats = self.graphs[with_g]
+        graph.replay()
+        return stats
+
+    # --- CUDA graphs -------------------------------------------------------------------------------
+    def _capture(self, loader: ResidentLoader, iteration: int) -> tuple[torch.cuda.CUDAGraph, Stats]:
+        """Capture the iteration `iteration` stands for (D only, or D+G). The warm-up iterations run on
+        a side stream, as capture requires, and are then undone, so training is not advanced."""
+        def run() -> Stats:
+            real, y = loader.next_batch()
+            return self.step(real, y, iteration)
+
+        saved = self._training_state(loader)
+        before = {id(t): t.clone() for t in saved}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for t in self._training_state(loader):  # now includes the optimizer state the warm-up created
+                t.copy_(before[id(t)]) if id(t) in before else t.zero_()  # absent before = Adam's fresh zeros
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            stats = run()
+        return graph, stats
+
+    def _training_state(self, loader: ResidentLoader) -> list[Tensor]:
+        """Every tensor an iteration updates in place."""
+        nets = [self.G, self.D] + ([self.G_ema] if self.G_ema is not None else [])
+        tensors = [t for net in nets for t in (*net.parameters(), *net.buffers())]
+        for opt in (self.opt_g, self.opt_d):
+            tensors += [v for state in opt.state.values() for v in state.values() if isinstance(v, Tensor)]
+        return tensors + list(self.variant.state.values()) + [loader.cursor]
+
+    # --- reading out -------------------------------------------------------------------------------
     def finite(self) -> Tensor:
         """A device bool: every parameter of G and D is finite (no host sync until read)."""
         params = [p.detach() for net in (self.G, self.D) for p in net.parameters()]
@@ -95,13 +219,18 @@ class Engine:
                 G.train()
 
 
-def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | None = None) -> Engine:
+def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | None = None,
+                 compile_backend: str = "inductor") -> Engine:
     """The variant, its networks and Adam optimizers, restored from `state` (a checkpoint) if given,
-    placed and wrapped by Accelerate."""
+    placed and wrapped by Accelerate, run in cfg.mode (or the mode it falls back to)."""
     variant = VARIANTS[cfg.gan](cfg)
+    device = accelerator.device
+    mode, why = choose_mode(cfg.mode, cfg, variant, device, accelerator.num_processes)
+    if why:
+        log.info("--mode %s: %s; running in %s mode", cfg.mode, why, mode)
     G, D = build_models(cfg.arch, variant, cfg.z_dim)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_g = adam(G.parameters(), cfg.lr_g, (cfg.beta1, cfg.beta2), device)
+    opt_d = adam(D.parameters(), cfg.lr_d, (cfg.beta1, cfg.beta2), device)
     if state is not None:
         try:
             G.load_state_dict(state["G"])
@@ -118,7 +247,8 @@ def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | 
         G_ema = copy.deepcopy(G).requires_grad_(False).eval()
         if state is not None and "G_ema" in state:
             G_ema.load_state_dict(state["G_ema"])
-        G_ema.to(accelerator.device)
+        G_ema.to(device)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
-    variant.to(accelerator.device)
-    return Engine(G, D, opt_g, opt_d, variant, accelerator, cfg.z_dim, cfg.n_critic, G_ema, cfg.ema_decay)
+    variant.to(device)
+    return Engine(G, D, opt_g, opt_d, variant, accelerator, cfg.z_dim, cfg.n_critic, G_ema, cfg.ema_decay,
+                  mode, compile_backend)

@@ -11,13 +11,16 @@ Two implementations of P = mean_b (‖∇ₓD(x̂_b)‖₂ − 1)²:
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 import kernels
 from kernels.matmul import lrelu_grad_mask
+
+if TYPE_CHECKING:
+    from fastgan.variants.base import Variant
 
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
@@ -85,13 +88,18 @@ def _unwrap(module: nn.Module) -> nn.Module:
         module = inner
 
 
+def analytic_penalty(arch: str, variant: "Variant", device: torch.device) -> bool:
+    """Whether critic_penalty takes the analytic path for this variant's critic on this device."""
+    return arch == "mlp" and variant.head != "autoencoder" and not variant.d_sees_label and kernels.use_custom_ops(device)
+
+
 def critic_penalty(D: nn.Module, points: Tensor, y: Tensor | None = None) -> Tensor:
     """P for D's score: analytic for an unconditional MLP critic when custom ops are on (see
     kernels.dispatch), autograd's double backward otherwise."""
     from fastgan.models.mlp import MLPDiscriminator
 
     net = _unwrap(D)
-    if isinstance(net, MLPDiscriminator) and not net.conditional and kernels.use_custom_ops(points):
+    if isinstance(net, MLPDiscriminator) and not net.conditional and kernels.use_custom_ops(points.device):
         layers = [(layer.weight, layer.bias, layer.negative_slope) for layer in net.trunk]
         return mlp_gradient_penalty(points, layers, net.heads.score.weight)
     return gradient_penalty(lambda x: D(x, y).score, points)

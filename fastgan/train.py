@@ -155,8 +155,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         evaluator = Evaluator(split, load_split(cfg.dataset, "test", cfg.data_dir), accelerator.device)
         eval_log = artifacts.LossLog(run_dir / "eval.csv", list(Metrics.__dataclass_fields__), resume_step=step)
     accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items() if v is not None})
-    log.info("%s/%s on %s (kernels %s): %d training images, %d steps per epoch, run dir %s%s",
-             cfg.gan, cfg.arch, accelerator.device, cfg.kernels, len(split), len(loader), run_dir,
+    log.info("%s/%s on %s (%s mode, kernels %s): %d training images, %d steps per epoch, run dir %s%s",
+             cfg.gan, cfg.arch, accelerator.device, engine.mode, cfg.kernels, len(split), len(loader), run_dir,
              f", resuming at step {step}" if checkpoint else "")
 
     def save(epochs_done: int, batches_done: int) -> None:
@@ -179,8 +179,9 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         with tqdm(total=len(loader), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                   disable=not main_process, dynamic_ncols=True, file=sys.stderr) as bar:
             t_last, step_last = time.perf_counter(), step
-            for batch, (real, y) in enumerate(loader.epoch(epoch, start=first), start=first):
-                latest |= engine.step(real, y, step)
+            loader.start_epoch(epoch, first)
+            for batch in range(first, len(loader)):
+                latest |= engine.iteration(loader, step)
                 step += 1
                 bar.update()
                 stopping = stop.signal is not None and accelerator.num_processes == 1
@@ -276,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastgan.train: error: {e}", file=sys.stderr)
         return 2
     kernels.set_backend(cfg.kernels)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 weights, TF32 products
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:
         log.info("%s already holds %d epochs (--epochs %d): nothing to do", cfg.resume, checkpoint["epoch"], cfg.epochs)
         return 0

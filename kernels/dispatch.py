@@ -12,6 +12,7 @@ import contextlib
 import os
 from typing import Iterator
 
+import torch
 from torch import Tensor
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -32,8 +33,9 @@ def get_backend() -> str:
     return _backend
 
 
-def use_custom_ops(t: Tensor) -> bool:
-    return _backend == "triton" or (_backend == "auto" and t.is_cuda)
+def use_custom_ops(device: torch.device) -> bool:
+    """Whether fastgan's ops and analytic formulas are used for tensors on `device`."""
+    return _backend == "triton" or (_backend == "auto" and device.type == "cuda")
 
 
 def runs_triton(t: Tensor) -> bool:
