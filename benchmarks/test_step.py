@@ -1,4 +1,4 @@
-"""pytest-benchmark: one eager training iteration per variant, and a batch from the resident loader
+"""pytest-benchmark: one training iteration per variant and mode, and a batch from the resident loader
 against torchvision's DataLoader over PIL images (the seed's input pipeline)."""
 import itertools
 
@@ -14,21 +14,34 @@ from fastgan.variants import VARIANTS
 BATCH = 64
 
 
+MODES = ["eager", "compile", "graph"] if torch.cuda.is_available() else ["eager", "compile"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_iteration(benchmark, name):
+def test_iteration(benchmark, name, mode):
+    """One training iteration (D step + G step: n_critic is set to 1), MLP, batch 64."""
+    torch._dynamo.reset()
     accelerator = Accelerator()
-    cfg = resolve({"gan": name, "batch_size": BATCH, "n_critic": 1})
+    cfg = resolve({"gan": name, "batch_size": BATCH, "n_critic": 1, "mode": mode})
     engine = build_engine(cfg, accelerator)
+    if engine.mode != mode:
+        pytest.skip(f"{mode} mode falls back to {engine.mode} here")
     loader = ResidentLoader(bundled_sample("train"), BATCH, accelerator.device)
-    real, y = next(loader.epoch(0))
+    steps = itertools.count()
 
     def iteration():
-        stats = engine.step(real, y, 0)
+        i = next(steps)
+        if i % len(loader) == 0:
+            loader.start_epoch(i // len(loader))
+        stats = engine.iteration(loader, i)
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
         return stats
 
-    benchmark.group = "iteration"
+    for _ in range(5):  # compile, capture, autotune
+        iteration()
+    benchmark.group = f"iteration-{mode}"
     benchmark(iteration)
 
 

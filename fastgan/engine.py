@@ -161,27 +161,37 @@ class Engine:
 
     # --- CUDA graphs -------------------------------------------------------------------------------
     def _capture(self, loader: ResidentLoader, iteration: int) -> tuple[torch.cuda.CUDAGraph, Stats]:
-        """Capture the iteration `iteration` stands for (D only, or D+G). The warm-up iterations run on
-        a side stream, as capture requires, and are then undone, so training is not advanced."""
+        """Capture the iteration `iteration` stands for (D only, or D+G). Capture needs warm-up
+        iterations on a side stream first; they are undone, so training is not advanced."""
         def run() -> Stats:
             real, y = loader.next_batch()
             return self.step(real, y, iteration)
 
-        saved = self._training_state(loader)
-        before = {id(t): t.clone() for t in saved}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP):
-                run()
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for t in self._training_state(loader):  # now includes the optimizer state the warm-up created
-                t.copy_(before[id(t)]) if id(t) in before else t.zero_()  # absent before = Adam's fresh zeros
+        with self.undone(loader):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(GRAPH_WARMUP):
+                    run()
+            torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             stats = run()
         return graph, stats
+
+    @contextlib.contextmanager
+    def undone(self, loader: ResidentLoader) -> Iterator[None]:
+        """Iterations run inside this block leave no trace: weights, buffers, optimizer state (zeroed
+        where the block created it, as Adam's fresh state is), variant state, the loader's cursor
+        and the random generators are put back."""
+        cuda = self.accelerator.device.type == "cuda"
+        rng = torch.cuda.get_rng_state() if cuda else torch.get_rng_state()
+        before = {id(t): t.clone() for t in self._training_state(loader)}
+        yield
+        with torch.no_grad():
+            for t in self._training_state(loader):
+                t.copy_(before[id(t)]) if id(t) in before else t.zero_()
+        (torch.cuda.set_rng_state if cuda else torch.set_rng_state)(rng)
 
     def _training_state(self, loader: ResidentLoader) -> list[Tensor]:
         """Every tensor an iteration updates in place."""

@@ -1,0 +1,164 @@
+"""The modes run one iteration function: compile and graph give eager's losses, warm-up is undone,
+fallbacks say why, and the step reads nothing back to the host."""
+import contextlib
+import logging
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+import kernels
+from fastgan.config import resolve
+from fastgan.data import ResidentLoader, bundled_sample
+from fastgan.engine import build_engine, choose_mode
+from fastgan.variants import VARIANTS
+
+BATCH = 16
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return bundled_sample("train")
+
+
+@pytest.fixture
+def custom_ops():
+    """fastgan's ops and analytic penalty on any device (reference math off CUDA), as on a GPU."""
+    kernels.set_backend("triton")
+    yield
+    kernels.set_backend("auto")
+
+
+def make(sample, gan, mode, device="cpu", arch="mlp", **settings):
+    torch.manual_seed(0)
+    cfg = resolve({"gan": gan, "arch": arch, "batch_size": BATCH, "mode": mode, **settings})
+    engine = build_engine(cfg, Accelerator(cpu=device == "cpu"), compile_backend="aot_eager")
+    loader = ResidentLoader(sample, BATCH, engine.accelerator.device, seed=0)
+    loader.start_epoch(0)
+    return engine, loader
+
+
+def losses(engine, loader, steps, first=0):
+    """Each iteration's stats, copied (a graph's outputs are overwritten by its next replay)."""
+    torch.manual_seed(1)
+    if CUDA:
+        torch.cuda.manual_seed(1)
+    return [{k: v.detach().float().cpu().clone() for k, v in engine.iteration(loader, i).items()}
+            for i in range(first, first + steps)]
+
+
+def assert_close_runs(got, expected, rtol):
+    assert [r.keys() for r in got] == [r.keys() for r in expected]
+    for step, (a, b) in enumerate(zip(got, expected)):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=rtol, msg=f"step {step}: {key}")
+
+
+def test_iteration_is_a_step_on_the_loaders_next_batch(sample):
+    """iteration() (what graph mode captures) = step() on the batches loader.epoch() yields."""
+    engine, loader = make(sample, "wgan_gp", "eager")
+    got = losses(engine, loader, 6)
+    engine, loader = make(sample, "wgan_gp", "eager")
+    torch.manual_seed(1)
+    expected = [{k: v.clone() for k, v in engine.step(real, y, i).items()}
+                for i, (real, y) in zip(range(6), loader.epoch(0))]
+    assert_close_runs(got, expected, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gan", "wgan_gp", "began", "infogan"])
+def test_warmup_is_undone(sample, name):
+    """What graph capture runs before capturing leaves no trace (weights, fresh Adam state, BEGAN's
+    k, the cursor, the generator)."""
+    engine, loader = make(sample, name, "eager")
+    with engine.undone(loader):
+        losses(engine, loader, 3)
+    after_warmup = losses(engine, loader, 4)
+    engine, loader = make(sample, name, "eager")
+    assert_close_runs(after_warmup, losses(engine, loader, 4), rtol=0)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_compile_matches_eager(sample, name, custom_ops):
+    """Compiled losses (analytic penalty included) give eager's values, step by step."""
+    engine, loader = make(sample, name, "compile")
+    assert engine.mode == "compile"
+    steps = engine.n_critic + 1
+    compiled = losses(engine, loader, steps)
+    engine, loader = make(sample, name, "eager")
+    assert_close_runs(compiled, losses(engine, loader, steps), rtol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("arch,name", [("mlp", name) for name in VARIANTS] + [("conv", "gan"), ("conv", "wgan_gp")])
+def test_graph_matches_eager(sample, name, arch):
+    """Replays of the captured iteration (D-only and D+G graphs for n_critic > 1) give eager's losses."""
+    engine, loader = make(sample, name, "graph", "cuda", arch)
+    assert engine.mode == "graph"
+    steps = engine.n_critic + 2
+    graphed = losses(engine, loader, steps)
+    engine, loader = make(sample, name, "eager", "cuda", arch)
+    assert_close_runs(graphed, losses(engine, loader, steps), rtol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_no_host_sync_on_cuda(sample, name, mode):
+    engine, loader = make(sample, name, mode, "cuda")
+    losses(engine, loader, engine.n_critic)  # graph mode captures here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(engine.n_critic, 2 * engine.n_critic):
+            engine.iteration(loader, i)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@contextlib.contextmanager
+def host_reads_forbidden(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a value was read back to the host inside the step")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+            m.setattr(torch.Tensor, name, forbidden)
+        yield
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_step_reads_nothing_back(sample, name, monkeypatch, custom_ops):
+    """By construction, on any device: the iteration never converts a tensor to a host value."""
+    engine, loader = make(sample, name, "eager")
+    losses(engine, loader, 1)  # optimizer state is created on the first step
+    with host_reads_forbidden(monkeypatch):
+        for i in range(1, 1 + engine.n_critic):
+            engine.iteration(loader, i)
+
+
+@pytest.mark.parametrize("requested,arch,gan,device,processes,precision,expected", [
+    ("auto", "mlp", "gan", "cpu", 1, "no", "eager"),
+    ("auto", "mlp", "gan", "cuda", 1, "no", "graph"),
+    ("graph", "mlp", "gan", "cpu", 1, "no", "eager"),
+    ("graph", "mlp", "gan", "cuda", 2, "no", "compile"),
+    ("graph", "mlp", "gan", "cuda", 1, "fp16", "compile"),
+    ("graph", "conv", "wgan_gp", "cuda", 1, "no", "graph"),  # double backward captures fine
+    ("compile", "conv", "wgan_gp", "cuda", 1, "no", "eager"),  # but does not compile
+    ("compile", "mlp", "cgan", "cuda", 1, "no", "compile"),
+    ("compile", "mlp", "wgan_gp", "cuda", 1, "no", "compile"),  # analytic penalty
+    ("graph", "mlp", "dragan", "cuda", 2, "no", "compile"),
+])
+def test_choose_mode(requested, arch, gan, device, processes, precision, expected):
+    cfg = resolve({"gan": gan, "arch": arch, "mode": requested, "mixed_precision": precision})
+    mode, why = choose_mode(requested, cfg, VARIANTS[gan](cfg), torch.device(device), processes)
+    assert mode == expected
+    assert (why is None) == (mode == requested or requested == "auto")
+
+
+def test_compile_without_analytic_penalty_falls_back_with_a_log_line(sample, caplog):
+    with caplog.at_level(logging.INFO, logger="fastgan"):
+        engine, _ = make(sample, "wgan_gp", "compile", kernels="torch")
+    assert engine.mode == "eager"
+    assert "double backward" in caplog.text and "running in eager mode" in caplog.text
