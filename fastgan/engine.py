@@ -167,15 +167,18 @@ class Engine:
             real, y = loader.next_batch()
             return self.step(real, y, iteration)
 
+        # Warm-up and capture share one side stream: autograd ties each weight's gradient
+        # accumulator to the stream it was created on, and a mismatch makes it sync across streams,
+        # which invalidates a capture.
+        side = torch.cuda.Stream()
         with self.undone(loader):
-            side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(GRAPH_WARMUP):
                     run()
             torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=side):
             stats = run()
         return graph, stats
 

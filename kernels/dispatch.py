@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# FASTGAN_AUTOTUNE=0: one fixed config per kernel instead of autotuning (tests: each new shape would
+# otherwise compile and time every config).
+AUTOTUNE = os.environ.get("FASTGAN_AUTOTUNE", "1") != "0"
 
 BACKENDS = ("auto", "triton", "torch")
 _backend = "auto"

@@ -38,20 +38,25 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, negative_slope: flo
 
 @triton_op("fastgan::linear_leaky_relu_backward", mutates_args={})
 def _backward(grad_out: Tensor, out: Tensor, x: Tensor, weight: Tensor, negative_slope: float,
-              needs_bias_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad x, grad weight, grad bias); grad bias is empty when the layer has no bias."""
+              needs_x_grad: bool, needs_weight_grad: bool, needs_bias_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad x, grad weight, grad bias); a gradient that is not needed comes back empty (no GEMM):
+    the input of a network's first layer, a frozen network's weights."""
+    grad_out = grad_out.contiguous()
+    empty = lambda: grad_out.new_empty(0)  # noqa: E731  (a fresh one per output: outputs may not alias)
     if not runs_triton(x):
         grad_h = grad_out * lrelu_grad_mask(out, negative_slope)
-        grad_b = grad_h.sum(0) if needs_bias_grad else grad_out.new_empty(0)
-        return grad_h @ weight, grad_h.T @ x, grad_b
-    grad_x = torch.empty_like(x)
-    grad_w = torch.empty_like(weight)
-    grad_b = torch.empty(weight.shape[0] if needs_bias_grad else 0, device=x.device, dtype=x.dtype)
-    grad_out = grad_out.contiguous()
+        return (grad_h @ weight if needs_x_grad else empty(), grad_h.T @ x if needs_weight_grad else empty(),
+                grad_h.sum(0) if needs_bias_grad else empty())
+    grad_x, grad_w, grad_b = empty(), empty(), empty()
     # dx = (g ⊙ m) @ W ;  dW = (g ⊙ m)^T @ x, whose row sums are db
-    launch_fused_matmul(grad_out, weight, grad_x, mask_a=out, slope=negative_slope)
-    launch_fused_matmul(grad_out.T, x, grad_w, mask_a=out.T, slope=negative_slope,
-                        rowsum=grad_b if needs_bias_grad else None)
+    if needs_x_grad:
+        grad_x = torch.empty_like(x)
+        launch_fused_matmul(grad_out, weight, grad_x, mask_a=out, slope=negative_slope)
+    if needs_weight_grad or needs_bias_grad:
+        grad_w = torch.empty_like(weight)  # the bias gradient comes with the weight GEMM
+        grad_b = torch.empty(weight.shape[0] if needs_bias_grad else 0, device=x.device, dtype=x.dtype)
+        launch_fused_matmul(grad_out.T, x, grad_w, mask_a=out.T, slope=negative_slope,
+                            rowsum=grad_b if needs_bias_grad else None)
     return grad_x, grad_w, grad_b
 
 
@@ -63,17 +68,23 @@ def _setup_context(ctx, inputs, output):
 
 def _autograd_backward(ctx, grad_out):
     x, weight, out = ctx.saved_tensors
-    grad_x, grad_w, grad_b = _backward(grad_out, out, x, weight, ctx.negative_slope, ctx.has_bias)
-    return grad_x, grad_w, grad_b if ctx.has_bias else None, None
+    needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+    grad_x, grad_w, grad_b = _backward(grad_out, out, x, weight, ctx.negative_slope, needs_x, needs_w,
+                                       needs_b and ctx.has_bias)
+    return grad_x if needs_x else None, grad_w if needs_w else None, grad_b if needs_b and ctx.has_bias else None, None
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def _setup_double_backward(ctx, inputs, output):
-    grad_out, out, x, weight, negative_slope, _ = inputs
+    grad_out, out, x, weight, negative_slope = inputs[:5]
     ctx.save_for_backward(grad_out, out, x, weight)
     ctx.negative_slope = negative_slope
+
+
+def _given(t: Tensor | None) -> bool:
+    return t is not None and t.numel() > 0
 
 
 def _double_backward(ctx, grad_grad_x, grad_grad_w, grad_grad_b):
@@ -84,15 +95,15 @@ def _double_backward(ctx, grad_grad_x, grad_grad_w, grad_grad_b):
     grad_h = grad_out * mask
     d_grad_h = torch.zeros_like(grad_out)
     d_x = d_weight = None
-    if grad_grad_x is not None:  # grad_x = grad_h @ W
+    if _given(grad_grad_x):  # grad_x = grad_h @ W
         d_grad_h = d_grad_h + grad_grad_x @ weight.T
         d_weight = grad_h.T @ grad_grad_x
-    if grad_grad_w is not None:  # grad_w = grad_h^T @ x
+    if _given(grad_grad_w):  # grad_w = grad_h^T @ x
         d_grad_h = d_grad_h + x @ grad_grad_w.T
         d_x = grad_h @ grad_grad_w
-    if grad_grad_b is not None and grad_grad_b.numel():  # grad_b = grad_h.sum(0)
+    if _given(grad_grad_b):  # grad_b = grad_h.sum(0)
         d_grad_h = d_grad_h + grad_grad_b
-    return d_grad_h * mask, None, d_x, d_weight, None, None
+    return d_grad_h * mask, None, d_x, d_weight, None, None, None, None
 
 
 _backward.register_autograd(_double_backward, setup_context=_setup_double_backward)

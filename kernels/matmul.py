@@ -19,7 +19,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from kernels.dispatch import INTERPRET, runs_triton
+from kernels.dispatch import AUTOTUNE, INTERPRET, runs_triton
 
 
 
@@ -49,6 +49,8 @@ def fused_matmul_reference(a: Tensor, b: Tensor, bias: Tensor | None = None, lea
 def _configs() -> list[triton.Config]:
     if INTERPRET:  # the interpreter cannot benchmark several configs; one is enough to test the code
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4}, num_warps=4, num_stages=1)]
+    if not AUTOTUNE:
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4)]
     # Tiles for fastgan's shapes: K in {96, 100, 256, 784, 1024}, N in {256, 784, 1024}, M from 64 to 65,536.
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)

@@ -14,7 +14,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from kernels.dispatch import INTERPRET, runs_triton
+from kernels.dispatch import AUTOTUNE, INTERPRET, runs_triton
 from kernels.matmul import _TL_DTYPES
 
 
@@ -29,6 +29,8 @@ def penalty_norm_reference(u: Tensor, w: Tensor, coef: float) -> tuple[Tensor, T
 def _configs() -> list[triton.Config]:
     if INTERPRET:
         return [triton.Config({"BLOCK_B": 16, "BLOCK_H": 16}, num_warps=4, num_stages=1)]
+    if not AUTOTUNE:
+        return [triton.Config({"BLOCK_B": 32, "BLOCK_H": 16}, num_warps=8, num_stages=1)]
     # A whole row of g per program: for D = 784 a (BLOCK_H, 1024) tile of W per stage, so few stages
     # keep shared memory within an H100's 228 KB; configs that do not fit are skipped by the autotuner.
     return [triton.Config({"BLOCK_B": bb, "BLOCK_H": bh}, num_warps=w, num_stages=s)

@@ -31,6 +31,21 @@ def test_op_gradients_and_second_derivatives(M, K, N, bias):
     assert torch.autograd.gradgradcheck(op, inputs)  # double backward, for conv critics' autograd penalty
 
 
+@pytest.mark.parametrize("wanted", ["x", "weights", "x+weights"])
+def test_op_computes_only_the_gradients_asked_for(wanted):
+    """A first layer's input and a frozen network's weights need no gradient: they get None, and the
+    ones asked for equal the reference's."""
+    x = torch.randn(9, 7, dtype=torch.float64, requires_grad="x" in wanted)
+    w = torch.randn(5, 7, dtype=torch.float64, requires_grad="weights" in wanted)
+    b = torch.randn(5, dtype=torch.float64, requires_grad="weights" in wanted)
+    g = torch.randn(9, 5, dtype=torch.float64)
+    inputs = [t for t in (x, w, b) if t.requires_grad]
+    got = torch.autograd.grad(_forward(x, w, b, 0.1), inputs, g)
+    expected = torch.autograd.grad(F.leaky_relu(F.linear(x, w, b), 0.1), inputs, g)
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
 def test_op_matches_the_reference_in_float64():
     x, w, b = torch.randn(10, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     assert torch.equal(_forward(x, w, b, 0.01), F.leaky_relu(F.linear(x, w, b), 0.01))

@@ -56,6 +56,21 @@ def test_linear_leaky_relu_forward_and_gradients(M, K, N, dtype, bias, slope):
         assert_close(b.grad, ref_inputs[2].grad, dtype, "grad bias")
 
 
+@pytest.mark.parametrize("wanted", ["x", "weights"])
+def test_backward_skips_the_gradients_not_asked_for(wanted):
+    """Frozen weights or an input without grad: the remaining gradients still match the reference."""
+    M, K, N = 45, 33, 70
+    x = rand(M, K, dtype=torch.float32).requires_grad_(wanted == "x")
+    w = rand(N, K, dtype=torch.float32).requires_grad_(wanted == "weights")
+    b = rand(N, dtype=torch.float32).requires_grad_(wanted == "weights")
+    g = rand(M, N, dtype=torch.float32)
+    inputs = [t for t in (x, w, b) if t.requires_grad]
+    got = torch.autograd.grad(_forward(x, w, b, 0.2), inputs, g)
+    expected = torch.autograd.grad(linear_leaky_relu_reference(*(t.double() for t in (x, w, b)), 0.2), inputs, g.double())
+    for a, e in zip(got, expected):
+        assert_close(a, e, torch.float32, f"grad wrt {wanted}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_every_output_element_is_written(dtype):
     # Poisoned buffers: an element the kernel does not write stays NaN and fails.
