@@ -35,23 +35,28 @@ from fastgan.variants.base import Critic, Stats, Variant
 
 log = logging.getLogger("fastgan")
 MODES = ("eager", "compile", "graph")
+GRAPH_MAX_BATCH = 1024
 GRAPH_WARMUP = 3  # eager iterations before a capture: optimizer state, autotuning, cuBLAS handles
 
 
 def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.device,
                 num_processes: int) -> tuple[str, str | None]:
-    """The mode to run and, if it is not the one asked for, why. auto: graph on CUDA, eager elsewhere."""
+    """The mode to run and, if it is not the one asked for, why. auto: graph on CUDA at batches up
+    to GRAPH_MAX_BATCH (where kernel launches dominate an iteration), eager otherwise."""
     if requested == "auto":
-        requested = "graph" if device.type == "cuda" else "eager"
+        requested = "graph" if device.type == "cuda" and cfg.batch_size <= GRAPH_MAX_BATCH else "eager"
     mode, why = requested, None
     if mode == "graph":
         if device.type != "cuda":
             return "eager", "graph mode needs a CUDA device"
+        if cfg.batch_size > GRAPH_MAX_BATCH:
+            return "eager", (f"capture is verified up to batch {GRAPH_MAX_BATCH:,} (it failed at 16,384 on an H200, "
+                             "cudaErrorStreamCaptureInvalidated), and launches cost little at this size")
         if num_processes > 1:
             mode, why = "compile", "graph mode runs one process (DDP's all-reduce is not captured)"
         elif cfg.mixed_precision == "fp16":
             mode, why = "compile", "fp16's loss scaler reads its overflow flag on the host every step"
-    if mode == "compile" and variant.gradient_penalty and not analytic_penalty(cfg.arch, variant, device):
+    if mode == "compile" and variant.gradient_penalty and not analytic_penalty(cfg.arch, variant, device, cfg.batch_size):
         # Only the analytic penalty (unconditional MLP critic, custom ops on) is traceable.
         return "eager", (why + "; " if why else "") + "torch.compile cannot trace the double backward of this critic's penalty"
     return mode, why
@@ -189,7 +194,8 @@ class Engine:
         and the random generators are put back."""
         cuda = self.accelerator.device.type == "cuda"
         rng = torch.cuda.get_rng_state() if cuda else torch.get_rng_state()
-        before = {id(t): t.clone() for t in self._training_state(loader)}
+        with torch.no_grad():  # plain copies: a clone in autograd would tie the weights' accumulators to this stream
+            before = {id(t): t.clone() for t in self._training_state(loader)}
         yield
         with torch.no_grad():
             for t in self._training_state(loader):

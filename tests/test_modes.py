@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 import kernels
 from fastgan.config import resolve
@@ -33,6 +34,7 @@ def custom_ops():
 
 def make(sample, gan, mode, device="cpu", arch="mlp", **settings):
     torch.manual_seed(0)
+    AcceleratorState._reset_state(True)  # Accelerate keeps one device per process; tests switch it
     cfg = resolve({"gan": gan, "arch": arch, "batch_size": BATCH, "mode": mode, **settings})
     engine = build_engine(cfg, Accelerator(cpu=device == "cpu"), compile_backend="aot_eager")
     loader = ResidentLoader(sample, BATCH, engine.accelerator.device, seed=0)
@@ -138,20 +140,23 @@ def test_step_reads_nothing_back(sample, name, monkeypatch, custom_ops):
             engine.iteration(loader, i)
 
 
-@pytest.mark.parametrize("requested,arch,gan,device,processes,precision,expected", [
-    ("auto", "mlp", "gan", "cpu", 1, "no", "eager"),
-    ("auto", "mlp", "gan", "cuda", 1, "no", "graph"),
-    ("graph", "mlp", "gan", "cpu", 1, "no", "eager"),
-    ("graph", "mlp", "gan", "cuda", 2, "no", "compile"),
-    ("graph", "mlp", "gan", "cuda", 1, "fp16", "compile"),
-    ("graph", "conv", "wgan_gp", "cuda", 1, "no", "graph"),  # double backward captures fine
-    ("compile", "conv", "wgan_gp", "cuda", 1, "no", "eager"),  # but does not compile
-    ("compile", "mlp", "cgan", "cuda", 1, "no", "compile"),
-    ("compile", "mlp", "wgan_gp", "cuda", 1, "no", "compile"),  # analytic penalty
-    ("graph", "mlp", "dragan", "cuda", 2, "no", "compile"),
+@pytest.mark.parametrize("requested,arch,gan,device,processes,precision,expected,batch", [
+    ("auto", "mlp", "gan", "cpu", 1, "no", "eager", 64),
+    ("auto", "mlp", "gan", "cuda", 1, "no", "graph", 64),
+    ("graph", "mlp", "gan", "cpu", 1, "no", "eager", 64),
+    ("graph", "mlp", "gan", "cuda", 2, "no", "compile", 64),
+    ("graph", "mlp", "gan", "cuda", 1, "fp16", "compile", 64),
+    ("graph", "conv", "wgan_gp", "cuda", 1, "no", "graph", 64),  # double backward captures fine
+    ("compile", "conv", "wgan_gp", "cuda", 1, "no", "eager", 64),  # but does not compile
+    ("compile", "mlp", "cgan", "cuda", 1, "no", "compile", 64),
+    ("compile", "mlp", "wgan_gp", "cuda", 1, "no", "compile", 64),  # analytic penalty
+    ("graph", "mlp", "dragan", "cuda", 2, "no", "compile", 64),
+    ("auto", "mlp", "gan", "cuda", 1, "no", "eager", 16384),  # launches no longer dominate
+    ("graph", "mlp", "gan", "cuda", 1, "no", "eager", 16384),  # capture not verified there
+    ("compile", "mlp", "wgan_gp", "cuda", 1, "no", "eager", 16384),  # PyTorch ops: double backward
 ])
-def test_choose_mode(requested, arch, gan, device, processes, precision, expected):
-    cfg = resolve({"gan": gan, "arch": arch, "mode": requested, "mixed_precision": precision})
+def test_choose_mode(requested, arch, gan, device, processes, precision, expected, batch):
+    cfg = resolve({"gan": gan, "arch": arch, "mode": requested, "mixed_precision": precision, "batch_size": batch})
     mode, why = choose_mode(requested, cfg, VARIANTS[gan](cfg), torch.device(device), processes)
     assert mode == expected
     assert (why is None) == (mode == requested or requested == "auto")
