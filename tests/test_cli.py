@@ -1,5 +1,6 @@
 """The command line: --help, one-line refusals with exit status 2, a whole tiny run, resume."""
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ REFUSALS = [
     (["--data-dir", "/nonexistent"], "--data-dir /nonexistent: no such directory"),
     (["--resume", "missing.pt"], "--resume missing.pt: no such file"),
     (["--kernels", "cuda"], "unknown --kernels 'cuda'"),
+    (["--mode", "turbo"], "unknown --mode 'turbo'"),
 ]
 
 
@@ -204,3 +206,13 @@ def test_mixed_precision_run(precision, tiny_mnist, in_tmp):
     header, rows = read_csv(run / "losses.csv")
     assert header[2] == "d_loss" and header[4] == "gp" and len(rows) == 8
     assert all(math.isfinite(float(r[i])) for r in rows for i in (2, 4))
+
+
+def test_a_mode_this_machine_cannot_run_falls_back_with_one_log_line(tiny_mnist, in_tmp):
+    run = in_tmp / "run"
+    result = subprocess.run([sys.executable, "-m", "fastgan.train", "--gan", "gan", "--epochs", "1", "--mode", "graph",
+                             *tiny_args(tiny_mnist, run)],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("--mode graph: graph mode needs a CUDA device; running in eager mode") == 1
+    assert (run / "checkpoint.pt").exists()
