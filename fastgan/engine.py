@@ -56,7 +56,7 @@ def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.dev
             mode, why = "compile", "graph mode runs one process (DDP's all-reduce is not captured)"
         elif cfg.mixed_precision == "fp16":
             mode, why = "compile", "fp16's loss scaler reads its overflow flag on the host every step"
-    if mode == "compile" and variant.gradient_penalty and not analytic_penalty(cfg.arch, variant, device, cfg.batch_size):
+    if mode == "compile" and variant.gradient_penalty and not analytic_penalty(cfg.arch, variant, device):
         # Only the analytic penalty (unconditional MLP critic, custom ops on) is traceable.
         return "eager", (why + "; " if why else "") + "torch.compile cannot trace the double backward of this critic's penalty"
     return mode, why

@@ -88,10 +88,9 @@ def _unwrap(module: nn.Module) -> nn.Module:
         module = inner
 
 
-def analytic_penalty(arch: str, variant: "Variant", device: torch.device, batch: int) -> bool:
-    """Whether critic_penalty takes the analytic path for this variant's critic, device and batch."""
-    return (arch == "mlp" and variant.head != "autoencoder" and not variant.d_sees_label
-            and kernels.use_custom_ops(device, batch))
+def analytic_penalty(arch: str, variant: "Variant", device: torch.device) -> bool:
+    """Whether critic_penalty takes the analytic path for this variant's critic on this device."""
+    return arch == "mlp" and variant.head != "autoencoder" and not variant.d_sees_label and kernels.use_custom_ops(device)
 
 
 def critic_penalty(D: nn.Module, points: Tensor, y: Tensor | None = None) -> Tensor:
@@ -100,7 +99,7 @@ def critic_penalty(D: nn.Module, points: Tensor, y: Tensor | None = None) -> Ten
     from fastgan.models.mlp import MLPDiscriminator
 
     net = _unwrap(D)
-    if isinstance(net, MLPDiscriminator) and not net.conditional and kernels.use_custom_ops(points.device, points.shape[0]):
+    if isinstance(net, MLPDiscriminator) and not net.conditional and kernels.use_custom_ops(points.device):
         layers = [(layer.weight, layer.bias, layer.negative_slope) for layer in net.trunk]
         return mlp_gradient_penalty(points, layers, net.heads.score.weight)
     return gradient_penalty(lambda x: D(x, y).score, points)

@@ -4,7 +4,7 @@
 - triton: fastgan's custom ops and analytic formulas everywhere. Their kernels are Triton on CUDA
           tensors (and under TRITON_INTERPRET=1); on other tensors the ops compute their reference
           math, so their autograd formulas are exercised on any machine.
-- auto:   triton for CUDA tensors of at most AUTO_MAX_ROWS rows (see below), torch for everything else.
+- auto:   triton for CUDA tensors, torch for everything else.
 """
 from __future__ import annotations
 
@@ -36,16 +36,9 @@ def get_backend() -> str:
     return _backend
 
 
-# On an H200 (2026-11-26, fixed 64x64x32 config) the Triton backward's input gradient failed its
-# float64 check at M = 8,192 and 65,536 rows; no failure was reported below (that run stopped at ten
-# failures). Until it is found, `auto` keeps larger batches on PyTorch; `triton` still forces the
-# kernels, and tests/triton shows the failure on a GPU.
-AUTO_MAX_ROWS = 1024
-
-
-def use_custom_ops(device: torch.device, rows: int = 0) -> bool:
-    """Whether fastgan's ops and analytic formulas are used for `rows`-row tensors on `device`."""
-    return _backend == "triton" or (_backend == "auto" and device.type == "cuda" and rows <= AUTO_MAX_ROWS)
+def use_custom_ops(device: torch.device) -> bool:
+    """Whether fastgan's ops and analytic formulas are used for tensors on `device`."""
+    return _backend == "triton" or (_backend == "auto" and device.type == "cuda")
 
 
 def runs_triton(t: Tensor) -> bool:

@@ -113,7 +113,7 @@ _backward.register_autograd(_double_backward, setup_context=_setup_double_backwa
 def linear_leaky_relu(x: Tensor, weight: Tensor, bias: Tensor | None, negative_slope: float) -> Tensor:
     """Fused Linear + bias + LeakyReLU, x: (..., K) -> (..., N). Uses the custom op when the kernel
     backend says so (see kernels.dispatch), else the PyTorch reference."""
-    if not dispatch.use_custom_ops(x.device, x.numel() // max(x.shape[-1], 1)):
+    if not dispatch.use_custom_ops(x.device):
         return linear_leaky_relu_reference(x, weight, bias, negative_slope)
     if torch.is_autocast_enabled(x.device.type):  # the op is not autocast-aware: cast as F.linear would
         dtype = torch.get_autocast_dtype(x.device.type)

@@ -153,7 +153,7 @@ def test_step_reads_nothing_back(sample, name, monkeypatch, custom_ops):
     ("graph", "mlp", "dragan", "cuda", 2, "no", "compile", 64),
     ("auto", "mlp", "gan", "cuda", 1, "no", "eager", 16384),  # launches no longer dominate
     ("graph", "mlp", "gan", "cuda", 1, "no", "eager", 16384),  # capture not verified there
-    ("compile", "mlp", "wgan_gp", "cuda", 1, "no", "eager", 16384),  # PyTorch ops: double backward
+    ("compile", "mlp", "wgan_gp", "cuda", 1, "no", "compile", 16384),
 ])
 def test_choose_mode(requested, arch, gan, device, processes, precision, expected, batch):
     cfg = resolve({"gan": gan, "arch": arch, "mode": requested, "mixed_precision": precision, "batch_size": batch})
