@@ -50,8 +50,8 @@ def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.dev
         if device.type != "cuda":
             return "eager", "graph mode needs a CUDA device"
         if cfg.batch_size > GRAPH_MAX_BATCH:
-            return "eager", (f"capture is verified up to batch {GRAPH_MAX_BATCH:,} (it failed at 16,384 on an H200, "
-                             "cudaErrorStreamCaptureInvalidated), and launches cost little at this size")
+            return "eager", (f"capture is verified up to batch {GRAPH_MAX_BATCH:,} (at 16,384 it failed on an H200, "
+                             "see tests/test_modes.py), and launches cost little at this size")
         if num_processes > 1:
             mode, why = "compile", "graph mode runs one process (DDP's all-reduce is not captured)"
         elif cfg.mixed_precision == "fp16":

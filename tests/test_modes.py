@@ -10,7 +10,7 @@ from accelerate.state import AcceleratorState
 
 import kernels
 from fastgan.config import resolve
-from fastgan.data import ResidentLoader, bundled_sample
+from fastgan.data import ResidentLoader, Split, bundled_sample
 from fastgan.engine import build_engine, choose_mode
 from fastgan.variants import VARIANTS
 
@@ -19,9 +19,13 @@ CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 
+def sample_split():
+    return bundled_sample("train")
+
+
 @pytest.fixture(scope="module")
 def sample():
-    return bundled_sample("train")
+    return sample_split()
 
 
 @pytest.fixture
@@ -102,6 +106,24 @@ def test_graph_matches_eager(sample, name, arch):
     graphed = losses(engine, loader, steps)
     engine, loader = make(sample, name, "eager", "cuda", arch)
     assert_close_runs(graphed, losses(engine, loader, steps), rtol=1e-4)
+
+
+@needs_cuda
+def test_graph_capture_at_a_large_batch():
+    """Capture above GRAPH_MAX_BATCH, forced past choose_mode: it failed at 16,384 on an H200 while a
+    stale autograd stream could be pulled into the capture; when this passes, raise the limit."""
+    small = sample_split()
+    big = Split(small.images.repeat(2, 1, 1), small.labels.repeat(2), "the sample, twice")
+    runs = []
+    for mode in ("graph", "eager"):
+        torch.manual_seed(0)
+        AcceleratorState._reset_state(True)
+        engine = build_engine(resolve({"gan": "gan", "batch_size": 16384}), Accelerator())
+        engine.mode = mode
+        loader = ResidentLoader(big, 16384, engine.accelerator.device, seed=0)
+        loader.start_epoch(0)
+        runs.append(losses(engine, loader, 1))
+    assert_close_runs(runs[0], runs[1], rtol=1e-4)
 
 
 @needs_cuda
