@@ -189,9 +189,11 @@ def _own_rng(device: torch.device, seed: int) -> Iterator[None]:
 
 
 def real_floor(model: LeNet, train_images: Tensor, test_images: Tensor, n: int) -> tuple[Metrics, Tensor]:
-    """Real-vs-real metrics (n train digits against the held-out split) and the held-out features."""
+    """Real-vs-real metrics (n train digits, drawn at random with a fixed seed, against the held-out
+    split) and the held-out features. Not the first n: a split may be stored sorted by class."""
     test_feats, _ = classify(model, _scaled(test_images))
-    return metrics(model, _scaled(train_images[:n]), test_feats), test_feats
+    pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:n]
+    return metrics(model, _scaled(train_images[pick]), test_feats), test_feats
 
 
 class Evaluator:

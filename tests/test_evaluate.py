@@ -56,6 +56,15 @@ def test_score_and_coverage_of_real_digits_and_of_a_single_digit(classifier, dig
     assert covered == 1 and kl == pytest.approx(math.log(10))
 
 
+def test_real_floor_of_a_class_sorted_split_sees_every_class(classifier, digits):
+    """The bundled sample is stored sorted by class: a floor on fewer digits than the split must
+    still draw from all of it (it once took the first n: digits 0-5 only at n = 5,000)."""
+    train, test = digits
+    assert torch.equal(train.labels, train.labels.sort().values)  # the premise
+    floor, _ = evaluate.real_floor(classifier, train.images, test.images, n=2000)
+    assert floor.coverage == 10 and floor.score > 8.0
+
+
 def cache_classifier(tiny_mnist, monkeypatch, tmp_path):
     """Put a quickly trained classifier in the cache under the tiny data's hash."""
     monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path / "cache"))
