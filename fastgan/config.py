@@ -38,8 +38,9 @@ class Config:
     epochs: int = _opt(25, "passes over the training split")
     batch_size: int = _opt(64, "images per step, per process")
     z_dim: int = _opt(96, "noise dimension, z ~ U[-1, 1]")
-    lr_g: float = _opt(2e-4, "generator Adam learning rate")
-    lr_d: float = _opt(2e-4, "discriminator Adam learning rate")
+    optimizer: str = _opt("adam", "optimizer of both networks", choices=("adam", "rmsprop"))
+    lr_g: float = _opt(2e-4, "generator learning rate")
+    lr_d: float = _opt(2e-4, "discriminator learning rate")
     beta1: float = _opt(0.5, "Adam beta1")
     beta2: float = _opt(0.999, "Adam beta2")
     n_critic: int = _opt(1, "discriminator steps per generator step")
@@ -80,7 +81,7 @@ class Config:
 FIELDS = {f.name: f for f in fields(Config)}
 KNOBS = tuple(name for name, f in FIELDS.items() if f.metadata["knob"])
 # Settings that define the networks or what they learn: a checkpoint only resumes under the same ones.
-MODEL_KEYS = ("gan", "arch", "dataset", "z_dim", "n_cont")
+MODEL_KEYS = ("gan", "arch", "dataset", "z_dim", "n_cont", "optimizer")  # optimizer: its state is checkpointed
 
 for _v in VARIANTS.values():  # a typo in a variant's defaults fails at import, not mid-run
     assert set(_v.defaults) <= FIELDS.keys(), f"{_v.name}: unknown defaults {set(_v.defaults) - FIELDS.keys()}"

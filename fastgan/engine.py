@@ -62,10 +62,14 @@ def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.dev
     return mode, why
 
 
-def adam(params: Iterator[nn.Parameter], lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
-    """Adam as one fused kernel per network; capturable on CUDA (step count and bias correction stay
-    on the device, so the step can live in a CUDA graph)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, capturable=device.type == "cuda")
+def optimizer(name: str, params: Iterator[nn.Parameter], lr: float, betas: tuple[float, float],
+              device: torch.device) -> torch.optim.Optimizer:
+    """Adam as one fused kernel per network, or RMSprop (WGAN's, in its paper) as one multi-tensor
+    call; capturable on CUDA (step counts stay on the device, so the step can live in a CUDA graph)."""
+    capturable = device.type == "cuda"
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, foreach=True, capturable=capturable)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, capturable=capturable)
 
 
 @contextlib.contextmanager
@@ -240,7 +244,7 @@ class Engine:
 
 def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | None = None,
                  compile_backend: str = "inductor") -> Engine:
-    """The variant, its networks and Adam optimizers, restored from `state` (a checkpoint) if given,
+    """The variant, its networks and optimizers, restored from `state` (a checkpoint) if given,
     placed and wrapped by Accelerate, run in cfg.mode (or the mode it falls back to)."""
     variant = VARIANTS[cfg.gan](cfg)
     device = accelerator.device
@@ -248,8 +252,8 @@ def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | 
     if why:
         log.info("--mode %s: %s; running in %s mode", cfg.mode, why, mode)
     G, D = build_models(cfg.arch, variant, cfg.z_dim)
-    opt_g = adam(G.parameters(), cfg.lr_g, (cfg.beta1, cfg.beta2), device)
-    opt_d = adam(D.parameters(), cfg.lr_d, (cfg.beta1, cfg.beta2), device)
+    opt_g = optimizer(cfg.optimizer, G.parameters(), cfg.lr_g, (cfg.beta1, cfg.beta2), device)
+    opt_d = optimizer(cfg.optimizer, D.parameters(), cfg.lr_d, (cfg.beta1, cfg.beta2), device)
     if state is not None:
         try:
             G.load_state_dict(state["G"])

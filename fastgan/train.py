@@ -56,7 +56,7 @@ def resolve_run(explicit: dict[str, Any]) -> tuple[Config, dict[str, Any] | None
         checkpoint = artifacts.load_checkpoint(resume)
     else:
         return resolve(explicit), None
-    saved = checkpoint["config"]
+    saved = Config().to_dict() | checkpoint["config"]  # a setting added since the checkpoint: its default then
     for key in MODEL_KEYS:
         if key in explicit and explicit[key] != saved[key]:
             raise ConfigError(f"--resume {resume} trained --{key.replace('_', '-')} {saved[key]}, "

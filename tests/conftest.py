@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 from helpers import write_mnist_dir
 
@@ -15,6 +16,14 @@ collect_ignore = [] if torch.cuda.is_available() else ["triton"]
 def seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps one device and precision per process; a test that picks its own (bf16, a
+    GPU) must not leave it to the next."""
+    yield
+    AcceleratorState._reset_state(True)
 
 
 @pytest.fixture(scope="session")

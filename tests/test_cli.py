@@ -27,10 +27,11 @@ def test_help_lists_flags_with_their_defaults():
     text = " ".join(result.stdout.split())
     for flag in ("--gan", "--arch", "--dataset", "--data-dir", "--epochs", "--batch-size", "--lr-g", "--lr-d", "--beta1",
                  "--beta2", "--z-dim", "--seed", "--out", "--resume", "--sample-every", "--log-every", "--n-critic",
-                 "--clip", "--gp-weight", "--margin", "--gamma", "--mixed-precision", "--log-with"):
+                 "--clip", "--gp-weight", "--margin", "--gamma", "--mixed-precision", "--log-with", "--mode", "--optimizer"):
         assert flag in text, flag
     assert "default: wgan 0.01" in text  # a knob shows the variants that use it
-    assert "default: 1; wgan 5, wgan_gp 5" in text
+    assert "default: 1; wgan 2, wgan_gp 5" in text
+    assert "one of adam, rmsprop; default: adam; wgan rmsprop" in text
 
 
 REFUSALS = [
@@ -152,6 +153,8 @@ def test_resume_refuses_another_variant_or_architecture(tiny_mnist, in_tmp, caps
     assert "trained --gan gan, not lsgan" in capsys.readouterr().err
     assert main(["--resume", checkpoint, "--arch", "conv"]) == 2
     assert "trained --arch mlp, not conv" in capsys.readouterr().err
+    assert main(["--resume", checkpoint, "--optimizer", "rmsprop"]) == 2  # its state is Adam's
+    assert "trained --optimizer adam, not rmsprop" in capsys.readouterr().err
     (in_tmp / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["--resume", str(in_tmp / "junk.pt")]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err

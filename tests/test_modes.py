@@ -194,13 +194,13 @@ def test_compile_without_analytic_penalty_falls_back_with_a_log_line(sample, cap
 def test_fused_adam_equals_torch_adam_to_fp32_rounding():
     """The engine's optimizer (one fused kernel per network, capturable on CUDA) against
     torch.optim.Adam's reference loop, over steps with fresh gradients."""
-    from fastgan.engine import adam
+    from fastgan.engine import optimizer
 
     device = torch.device("cuda" if CUDA else "cpu")
     params = [torch.randn(shape, device=device, requires_grad=True) for shape in [(256, 784), (256,), (1, 256)]]
     twins = [p.detach().clone().requires_grad_() for p in params]
     initial = [p.detach().clone() for p in params]
-    fused = adam(params, 1e-3, (0.5, 0.999), device)
+    fused = optimizer("adam", params, 1e-3, (0.5, 0.999), device)
     reference = torch.optim.Adam(twins, lr=1e-3, betas=(0.5, 0.999), foreach=False)
     for _ in range(20):
         for p, q in zip(params, twins):

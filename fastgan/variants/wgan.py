@@ -11,7 +11,9 @@ def wasserstein_d_loss(score_real, score_fake):
 
 class WGAN(Variant):
     name = "wgan"
-    defaults = {"lr_g": 5e-5, "lr_d": 5e-5, "n_critic": 5, "clip": 0.01}
+    # RMSprop, as in the paper: with Adam (5e-5 to 2e-4, n_critic 2 and 5) no digits formed in 7,000
+    # iterations on the 9k sample; RMSprop 2e-4 with n_critic 2 gave all ten (score 4.6, 50 epochs).
+    defaults = {"optimizer": "rmsprop", "lr_g": 2e-4, "lr_d": 2e-4, "n_critic": 2, "clip": 0.01}
 
     def d_loss(self, D, real, fake, codes):
         return wasserstein_d_loss(D(real).score, D(fake).score), {}
