@@ -194,7 +194,7 @@ class Engine:
     @contextlib.contextmanager
     def undone(self, loader: ResidentLoader) -> Iterator[None]:
         """Iterations run inside this block leave no trace: weights, buffers, optimizer state (zeroed
-        where the block created it, as Adam's fresh state is), variant state, the loader's cursor
+        where the block created it: a fresh optimizer state is zeros), variant state, the loader's cursor
         and the random generators are put back."""
         cuda = self.accelerator.device.type == "cuda"
         rng = torch.cuda.get_rng_state() if cuda else torch.get_rng_state()
