@@ -194,6 +194,10 @@ class ResidentLoader:
         self.images = split.images.to(device).unsqueeze(1).float().div_(127.5).sub_(1)  # (N, 1, 28, 28)
         self.labels = split.labels.to(device)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        # The epoch's order and the position in it, on the device (see start_epoch).
+        self.order = torch.arange(len(self.images), device=self.images.device)
+        self.cursor = torch.zeros((), dtype=torch.long, device=self.images.device)
+        self.offsets = rank * batch_size + torch.arange(batch_size, device=self.images.device)
 
     def __len__(self) -> int:
         return len(self.images) // (self.batch_size * self.world_size)
@@ -212,10 +216,6 @@ class ResidentLoader:
         """Point next_batch() at global batch `start` of the epoch: the epoch's order goes into a fixed
         device buffer and the position into a device counter, so next_batch() needs no host value and
         can be captured in a CUDA graph."""
-        if not hasattr(self, "order"):
-            self.order = torch.empty(len(self.images), dtype=torch.long, device=self.images.device)
-            self.cursor = torch.zeros((), dtype=torch.long, device=self.images.device)
-            self.offsets = self.rank * self.batch_size + torch.arange(self.batch_size, device=self.images.device)
         self.order.copy_(self.permutation(epoch))
         self.cursor.fill_(start)
 

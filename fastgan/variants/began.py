@@ -12,7 +12,9 @@ def recon_l1(out, x):
 class BEGAN(Variant):
     name = "began"
     head = "autoencoder"
-    defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "gamma": 0.5, "lambda_k": 0.001, "k0": 0.0}
+    # γ 1 (the fake reconstruction error held equal to the real one): at 0.5 G collapsed to one blob
+    # on the 9k sample (1/10 digits); at 1.0, 9/10 and score 3.5 after 50 epochs.
+    defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "gamma": 1.0, "lambda_k": 0.001, "k0": 0.0}
     stats = ("k", "M")
 
     def __init__(self, cfg):
