@@ -7,8 +7,9 @@ from fastgan.variants.base import Variant, gan_d_loss, gan_g_loss
 class DRAGAN(Variant):
     name = "dragan"
     gradient_penalty = True
-    # λ = 0.25 and scale 0.5 are the seed's source code's values.
-    defaults = {"lr_g": 1e-3, "lr_d": 1e-3, "gp_weight": 0.25, "perturb_scale": 0.5}
+    # λ = 10 is the paper's (the seed's source used 0.25: score 4.5 after 50 epochs on the 9k sample,
+    # against 6.7 at 10); scale 0.5 is the seed's.
+    defaults = {"lr_g": 1e-3, "lr_d": 1e-3, "gp_weight": 10.0, "perturb_scale": 0.5}
     stats = ("gp",)
 
     def d_loss(self, D, real, fake, codes):
