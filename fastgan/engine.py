@@ -184,6 +184,7 @@ class Engine:
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(GRAPH_WARMUP):
+                    loader.cursor.zero_()  # batch 0: the cursor may sit near the epoch's end (it is put back)
                     run()
             torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
