@@ -19,14 +19,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
+from fastgan import artifacts
 from fastgan.artifacts import CheckpointError
-from fastgan.config import Config
+from fastgan.config import Config, resolve
 from fastgan.data import ResidentLoader
 from fastgan.models import build_models
 from fastgan.penalties import analytic_penalty
@@ -204,7 +206,10 @@ class Engine:
         yield
         with torch.no_grad():
             for t in self._training_state(loader):
-                t.copy_(before[id(t)]) if id(t) in before else t.zero_()
+                if id(t) in before:
+                    t.copy_(before[id(t)])
+                else:
+                    t.zero_()
         (torch.cuda.set_rng_state if cuda else torch.set_rng_state)(rng)
 
     def _training_state(self, loader: ResidentLoader) -> list[Tensor]:
@@ -276,3 +281,10 @@ def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | 
     variant.to(device)
     return Engine(G, D, opt_g, opt_d, variant, accelerator, cfg.z_dim, cfg.n_critic, G_ema, cfg.ema_decay,
                   mode, compile_backend)
+
+
+def load_engine(target: str | Path, accelerator: Accelerator) -> tuple[Path, dict[str, Any], Engine]:
+    """A trained run's engine from its newest checkpoint (a run directory or a checkpoint file):
+    (the checkpoint's path, the checkpoint, the engine built from its config and state)."""
+    path, checkpoint = artifacts.checkpoint_at(target)
+    return path, checkpoint, build_engine(resolve({}, base=checkpoint["config"]), accelerator, checkpoint)

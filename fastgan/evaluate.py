@@ -222,17 +222,15 @@ def evaluate_run(target: str | Path, n: int = 10_000, data_dir: str | None = Non
     from accelerate import Accelerator
 
     from fastgan import artifacts
-    from fastgan.config import resolve
     from fastgan.data import load_split
-    from fastgan.engine import build_engine
+    from fastgan.engine import load_engine
 
-    path, checkpoint = artifacts.checkpoint_at(target)
-    cfg = resolve({}, base=checkpoint["config"])
-    train, test = (load_split(cfg.dataset, split, data_dir or cfg.data_dir) for split in ("train", "test"))
     accelerator = Accelerator()
+    path, checkpoint, engine = load_engine(target, accelerator)
+    cfg = checkpoint["config"]
+    train, test = (load_split(cfg["dataset"], split, data_dir or cfg["data_dir"]) for split in ("train", "test"))
     model = load_classifier(train.images, train.labels, accelerator.device)
     floor, test_feats = real_floor(model, train.images, test.images, n)
-    engine = build_engine(cfg, accelerator, checkpoint)
     result = evaluate_engine(engine, model, test_feats, n)
     artifacts.write_json(path.parent / "metrics.json", {
         "checkpoint": str(path), "step": checkpoint["step"], "samples": n, "data": train.source,

@@ -15,8 +15,7 @@ import torch
 from accelerate import Accelerator
 
 from fastgan import artifacts
-from fastgan.config import resolve
-from fastgan.engine import build_engine
+from fastgan.engine import load_engine
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,14 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rows <= 0 or args.steps < 2:
         parser.exit(2, f"{parser.prog}: error: --rows must be positive and --steps at least 2\n")
     try:
-        path, checkpoint = artifacts.checkpoint_at(args.run)
-        cfg = resolve({}, base=checkpoint["config"])
-        engine = build_engine(cfg, Accelerator(), checkpoint)
+        path, _, engine = load_engine(args.run, Accelerator())
     except artifacts.CheckpointError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     device = engine.accelerator.device
     generator = torch.Generator().manual_seed(args.seed)
-    noise = lambda n: (torch.rand(n, cfg.z_dim, generator=generator) * 2 - 1).to(device)  # noqa: E731
+    noise = lambda n: (torch.rand(n, engine.z_dim, generator=generator) * 2 - 1).to(device)  # noqa: E731
     if args.interpolate:
         grids, stem = engine.variant.interpolation_latents(noise(args.rows), noise(args.rows), args.steps), "interpolate"
     else:

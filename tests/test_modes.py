@@ -6,7 +6,6 @@ import logging
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
 import kernels
 from fastgan.config import resolve
@@ -38,7 +37,6 @@ def custom_ops():
 
 def make(sample, gan, mode, device="cpu", arch="mlp", **settings):
     torch.manual_seed(0)
-    AcceleratorState._reset_state(True)  # Accelerate keeps one device per process; tests switch it
     cfg = resolve({"gan": gan, "arch": arch, "batch_size": BATCH, "mode": mode, **settings})
     engine = build_engine(cfg, Accelerator(cpu=device == "cpu"), compile_backend="aot_eager")
     loader = ResidentLoader(sample, BATCH, engine.accelerator.device, seed=0)
@@ -125,7 +123,6 @@ def test_graph_capture_at_a_large_batch():
     runs = []
     for mode in ("graph", "eager"):
         torch.manual_seed(0)
-        AcceleratorState._reset_state(True)
         engine = build_engine(resolve({"gan": "gan", "batch_size": 16384}), Accelerator())
         engine.mode = mode
         loader = ResidentLoader(big, 16384, engine.accelerator.device, seed=0)
