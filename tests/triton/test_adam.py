@@ -1,0 +1,78 @@
+"""kernels.adam against torch.optim.Adam: float64 reference math, torch's own fused fp32 step, and
+torch's state layout."""
+import pytest
+import torch
+
+import kernels
+from kernel_testing import DEVICE, INTERPRET
+from kernels.adam import Adam
+
+pytestmark = pytest.mark.skipif(not (INTERPRET or DEVICE == "cuda"), reason="needs CUDA or TRITON_INTERPRET=1")
+
+# Tensors that end mid-block, a scalar-sized one, and one spanning two blocks; the GPU adds G's layers.
+SHAPES = [(37, 20), (5,), (1,), (1030,)] + ([] if INTERPRET else [(1024, 1024), (784, 1024), (1024,)])
+HYPER = dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-8)
+
+
+@pytest.fixture(autouse=True)
+def custom_ops():
+    kernels.set_backend("triton")  # on a CPU tensor (interpreter) the kernel only runs with custom ops on
+    yield
+    kernels.set_backend("auto")
+
+
+def run(optimizer_class, params, grads, **options):
+    """Parameters after one step per gradient set, with the optimizer."""
+    params = [p.detach().clone().requires_grad_() for p in params]
+    opt = optimizer_class(params, **HYPER, **options)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.to(p.dtype)
+        opt.step()
+    return params, opt
+
+
+def fresh(steps=8):
+    params = [torch.randn(s, device=DEVICE) * 0.01 for s in SHAPES]  # small: the updates dominate them
+    grads = [[torch.randn(s, device=DEVICE) * 10 ** torch.randint(-3, 2, ()).item() for s in SHAPES]
+             for _ in range(steps)]
+    return params, grads
+
+
+def test_adam_matches_torch_adam():
+    params, grads = fresh()
+    got, opt = run(Adam, params, grads, fused=True, capturable=DEVICE == "cuda")
+    # float64 reference math: agreement to fp32 rounding of the update, relative to its size
+    ref64, ref_opt = run(torch.optim.Adam, [p.double() for p in params], grads, foreach=False)
+    for p, q, p0, shape in zip(got, ref64, params, SHAPES):
+        update = (q - p0.double()).abs().max().item()
+        assert update > 1e-3, "the steps moved nothing: the comparison would be empty"
+        err = (p.double() - q).abs().max().item()
+        assert err <= 1e-5 * update, f"{shape}: max error {err:.2e} against an update of {update:.2e}"
+    # torch's own fused fp32 step: the same math in the same precision
+    fused, _ = run(torch.optim.Adam, params, grads, fused=True)
+    for p, q in zip(got, fused):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    # torch's state layout, so checkpoints load either way
+    for p, q in zip(got, ref64):
+        ours, theirs = opt.state[p], ref_opt.state[q]
+        assert ours.keys() == theirs.keys() and ours["step"].item() == theirs["step"].item() == len(grads)
+        torch.testing.assert_close(ours["exp_avg_sq"].double(), theirs["exp_avg_sq"], rtol=1e-5, atol=1e-12)
+
+
+def test_the_kernel_ran_and_unsupported_options_fall_back(monkeypatch):
+    """The comparison above is only worth something if the Triton path ran; amsgrad is not in the
+    kernel and must take torch's step (and give torch's result)."""
+    import kernels.adam as adam
+
+    params, grads = fresh(steps=2)
+    calls, real_step = [], adam.adam_step
+    monkeypatch.setattr(adam, "adam_step", lambda *a, **k: (calls.append(1), real_step(*a, **k)))
+    run(Adam, params, grads, fused=True)
+    assert len(calls) == 2
+    calls.clear()
+    got, _ = run(Adam, params, grads, fused=True, amsgrad=True)
+    assert not calls
+    expected, _ = run(torch.optim.Adam, params, grads, fused=True, amsgrad=True)
+    for p, q in zip(got, expected):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
