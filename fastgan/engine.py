@@ -6,9 +6,8 @@ functions return detached device tensors, read by the training loop every --log-
 
 Modes (`--mode`):
 - eager:   the step functions as written.
-- compile: the D and G losses (noise, G, D, the variant's loss, the analytic penalty) through
-           torch.compile; backward and the fused optimizer step run as compiled autograd graphs
-           and one kernel per network.
+- compile: G's samples (noise, G) and the D and G losses (D, the variant's loss, the analytic
+           penalty) through torch.compile; their backward runs as compiled autograd graphs.
 - graph:   the whole iteration — batch indices from the loader's device cursor, noise, D step, G
            step, both Adam steps, EMA — captured once in a CUDA graph and replayed. n_critic > 1
            captures a D-only iteration beside the D+G one.
@@ -26,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
+import kernels.adam
 from fastgan import artifacts
 from fastgan.artifacts import CheckpointError
 from fastgan.config import Config, resolve
@@ -33,27 +33,23 @@ from fastgan.data import ResidentLoader
 from fastgan.models import build_models
 from fastgan.penalties import analytic_penalty
 from fastgan.variants import VARIANTS
-from fastgan.variants.base import Critic, Stats, Variant
+from fastgan.variants.base import Codes, Critic, Stats, Variant
 
 log = logging.getLogger("fastgan")
 MODES = ("eager", "compile", "graph")
-GRAPH_MAX_BATCH = 1024
 GRAPH_WARMUP = 3  # eager iterations before a capture: optimizer state, autotuning, cuBLAS handles
 
 
 def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.device,
                 num_processes: int) -> tuple[str, str | None]:
-    """The mode to run and, if it is not the one asked for, why. auto: graph on CUDA at batches up
-    to GRAPH_MAX_BATCH (where kernel launches dominate an iteration), eager otherwise."""
+    """The mode to run and, if it is not the one asked for, why. auto: graph on CUDA, eager otherwise.
+    (A capture that fails at run time falls back to eager too: see Engine.iteration.)"""
     if requested == "auto":
-        requested = "graph" if device.type == "cuda" and cfg.batch_size <= GRAPH_MAX_BATCH else "eager"
+        requested = "graph" if device.type == "cuda" else "eager"
     mode, why = requested, None
     if mode == "graph":
         if device.type != "cuda":
             return "eager", "graph mode needs a CUDA device"
-        if cfg.batch_size > GRAPH_MAX_BATCH:
-            return "eager", (f"capture is verified up to batch {GRAPH_MAX_BATCH:,} (at 16,384 it failed on an H200, "
-                             "see tests/test_modes.py), and launches cost little at this size")
         if num_processes > 1:
             mode, why = "compile", "graph mode runs one process (DDP's all-reduce is not captured)"
         elif cfg.mixed_precision == "fp16":
@@ -66,12 +62,13 @@ def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.dev
 
 def optimizer(name: str, params: Iterator[nn.Parameter], lr: float, betas: tuple[float, float],
               device: torch.device) -> torch.optim.Optimizer:
-    """Adam as one fused kernel per network, or RMSprop (WGAN's, in its paper) as one multi-tensor
-    call; capturable on CUDA (step counts stay on the device, so the step can live in a CUDA graph)."""
+    """Adam as one Triton launch per network where fastgan's kernels run (kernels.adam; torch's fused
+    Adam elsewhere), or RMSprop (WGAN's, in its paper) as one multi-tensor call; capturable on CUDA
+    (step counts stay on the device, so the step can live in a CUDA graph)."""
     capturable = device.type == "cuda"
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, foreach=True, capturable=capturable)
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, capturable=capturable)
+    return kernels.adam.Adam(params, lr=lr, betas=betas, fused=True, capturable=capturable)
 
 
 @contextlib.contextmanager
@@ -103,6 +100,7 @@ class Engine:
         self.D_net = accelerator.unwrap_model(D)  # the G step calls D without DDP's all-reduce
         self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, Stats]] = {}  # with G step? -> (graph, its outputs)
         if mode == "compile":
+            self.generate = torch.compile(self.generate, backend=compile_backend)
             self.d_loss = torch.compile(self.d_loss, backend=compile_backend)
             self.g_loss = torch.compile(self.g_loss, backend=compile_backend)
 
@@ -110,19 +108,23 @@ class Engine:
         return torch.rand(n, self.z_dim, device=self.accelerator.device) * 2 - 1  # U[-1, 1]
 
     # --- the losses (what compile mode compiles) -------------------------------------------------
-    def d_loss(self, real: Tensor, y: Tensor) -> tuple[Tensor, Stats]:
-        latent, codes = self.variant.latent(self.noise(len(real)), y)
-        with torch.no_grad():
-            fake = self.G(latent)
-        return self.variant.d_loss(Critic(self.D, y), real, fake, codes)
-
-    def g_loss(self, y: Tensor) -> tuple[Tensor, Stats]:
+    def generate(self, y: Tensor, for_g_step: bool) -> tuple[Tensor, Codes]:
+        """G's samples for one iteration and the codes behind them. The D step sees them detached;
+        the G step, if this iteration has one, reuses them (the seed's way: one z per iteration, so
+        G's forward runs once), which is why autograd records it only then."""
         latent, codes = self.variant.latent(self.noise(len(y)), y)
-        return self.variant.g_loss(Critic(self.D_net, y), self.G(latent), codes)
+        with torch.set_grad_enabled(for_g_step):
+            return self.G(latent), codes
+
+    def d_loss(self, real: Tensor, fake: Tensor, y: Tensor, codes: Codes) -> tuple[Tensor, Stats]:
+        return self.variant.d_loss(Critic(self.D, y), real, fake.detach(), codes)
+
+    def g_loss(self, fake: Tensor, y: Tensor, codes: Codes) -> tuple[Tensor, Stats]:
+        return self.variant.g_loss(Critic(self.D_net, y), fake, codes)
 
     # --- the steps ---------------------------------------------------------------------------------
-    def d_step(self, real: Tensor, y: Tensor) -> Stats:
-        loss, stats = self.d_loss(real, y)
+    def d_step(self, real: Tensor, fake: Tensor, y: Tensor, codes: Codes) -> Stats:
+        loss, stats = self.d_loss(real, fake, y, codes)
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         self.opt_d.step()
@@ -131,9 +133,9 @@ class Engine:
         self.variant.after_d_step(self.D, stats)
         return {"d_loss": loss.detach(), **stats}
 
-    def g_step(self, y: Tensor) -> Stats:
+    def g_step(self, fake: Tensor, y: Tensor, codes: Codes) -> Stats:
         with frozen(self.D):
-            loss, stats = self.g_loss(y)
+            loss, stats = self.g_loss(fake, y, codes)
             self.opt_g.zero_grad(set_to_none=True)
             self.accelerator.backward(loss)
         self.opt_g.step()
@@ -151,9 +153,11 @@ class Engine:
 
     def step(self, real: Tensor, y: Tensor, iteration: int) -> Stats:
         """iteration counts from 0 over the whole run, so n_critic spans epoch boundaries."""
-        stats = self.d_step(real, y)
-        if (iteration + 1) % self.n_critic == 0:
-            stats |= self.g_step(y)
+        with_g = (iteration + 1) % self.n_critic == 0
+        fake, codes = self.generate(y, for_g_step=with_g)
+        stats = self.d_step(real, fake, y, codes)
+        if with_g:
+            stats |= self.g_step(fake, y, codes)
         return stats
 
     def iteration(self, loader: ResidentLoader, iteration: int) -> Stats:
@@ -165,7 +169,12 @@ class Engine:
             return self.step(real, y, iteration)
         with_g = (iteration + 1) % self.n_critic == 0
         if with_g not in self.graphs:
-            self.graphs[with_g] = self._capture(loader, iteration)
+            try:
+                self.graphs[with_g] = self._capture(loader, iteration)
+            except RuntimeError as e:  # CUDA refused the capture; nothing ran and the warm-ups are undone
+                log.warning("--mode graph: capture failed (%s); running in eager mode", str(e).strip().splitlines()[0])
+                self.mode, self.graphs = "eager", {}
+                return self.iteration(loader, iteration)
         graph, stats = self.graphs[with_g]
         graph.replay()
         return stats

@@ -156,3 +156,29 @@ def test_kernel_backends_train_the_same(name, batch):
     finally:
         kernels.set_backend(previous)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gan", "infogan"])
+def test_one_noise_draw_and_one_g_forward_per_iteration(name, batch, monkeypatch):
+    """The seed's iteration: one z (and one set of infogan codes) per iteration, the G step taking its
+    loss on the very samples the D step saw, against the D just updated."""
+    real, y = batch
+    engine = engine_for(name)
+    latents = []
+    engine.G.register_forward_hook(lambda module, args, out: latents.append(args[0].detach().clone()))
+    G_before = {k: v.clone() for k, v in engine.G.state_dict().items()}
+    d_loss = engine.d_loss
+    d_seen = []
+    monkeypatch.setattr(engine, "d_loss", lambda real_, fake, y_, codes: d_seen.append(fake.detach().clone())
+                        or d_loss(real_, fake, y_, codes))
+    g_loss = engine.g_loss
+    g_seen = []
+    monkeypatch.setattr(engine, "g_loss", lambda fake, y_, codes: g_seen.append((fake.detach().clone(), codes))
+                        or g_loss(fake, y_, codes))
+    engine.step(real, y, 0)
+    assert len(latents) == 1 and len(d_seen) == len(g_seen) == 1
+    assert torch.equal(d_seen[0], g_seen[0][0])
+    # and those samples are G's output for that latent, before G's update
+    reference = engine_for(name)
+    reference.G.load_state_dict(G_before)
+    torch.testing.assert_close(reference.G(latents[0]), g_seen[0][0])
