@@ -15,9 +15,17 @@ def variant(name, **overrides):
     return VARIANTS[name](resolve({"gan": name, **overrides}))
 
 
-def table(outputs):
-    """A stand-in D that returns a fixed output for each input tensor (keyed by identity)."""
-    return lambda x: outputs[id(x)]
+class table:
+    """A stand-in Critic that returns a fixed output for each input tensor (keyed by identity)."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def __call__(self, x):
+        return self.outputs[id(x)]
+
+    def pair(self, real, fake):
+        return self(real), self(fake)
 
 
 def softplus(v):
@@ -158,3 +166,25 @@ def test_penalised_d_loss_is_base_loss_plus_weighted_penalty(name):
     base = s_fake.mean() - s_real.mean() if name == "wgan_gp" else gan_d_loss(s_real, s_fake)
     assert stats["gp"].item() == pytest.approx(gp.item(), rel=1e-5)
     assert loss.item() == pytest.approx((base + gp).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name, arch", [("cgan", "mlp"), ("acgan", "mlp"), ("infogan", "mlp"), ("ebgan", "mlp"),
+                                        ("gan", "conv")])
+def test_pair_gives_what_two_calls_give(name, arch):
+    """Critic.pair runs one forward over real and fake for a per-sample network (labels repeated for
+    a conditional D; every head split back), and two forwards for a BatchNorm one, whose batch
+    statistics a joint call would mix (the conv D here: its output would change)."""
+    from fastgan.models import build_models
+
+    torch.manual_seed(0)
+    v = variant(name)
+    _, net = build_models(arch, v, 96)
+    net.double()
+    real, fake = torch.rand(6, 1, 28, 28, dtype=torch.float64), torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    y = torch.randint(10, (6,))
+    D = Critic(net, y)
+    for joint, alone in zip(D.pair(real, fake), (D(real), D(fake))):
+        for a, b in zip(joint, alone):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -14,7 +14,7 @@ class ACGAN(Variant):
 
     def d_loss(self, D, real, fake, codes):
         y = codes["y"]  # fakes are generated for the real batch's labels
-        out_real, out_fake = D(real), D(fake)
+        out_real, out_fake = D.pair(real, fake)
         cls = F.cross_entropy(out_real.cls, y) + F.cross_entropy(out_fake.cls, y)
         return gan_d_loss(out_real.score, out_fake.score) + cls, {"cls": cls.detach()}
 

@@ -14,14 +14,27 @@ if TYPE_CHECKING:
     from fastgan.config import Config
 
 class Critic:
-    """D with the batch's labels bound: call it for a DOutput, or ask it for the gradient penalty of
-    its score (analytic or autograd, see fastgan.penalties.critic_penalty)."""
+    """D with the batch's labels bound: call it for a DOutput, ask it for the real and the fake
+    batch's outputs together, or for the gradient penalty of its score (analytic or autograd, see
+    fastgan.penalties.critic_penalty)."""
 
     def __init__(self, net: nn.Module, y: Tensor | None = None):
         self.net, self.y = net, y
 
     def __call__(self, x: Tensor) -> DOutput:
         return self.net(x, self.y)
+
+    def pair(self, real: Tensor, fake: Tensor) -> tuple[DOutput, DOutput]:
+        """(D(real), D(fake)). A network that treats samples independently sees both batches in one
+        call (half the launches, twice the rows per GEMM); BatchNorm couples a batch's samples, so
+        such a network sees each batch on its own, as the seed's code does."""
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.net.modules()):
+            return self(real), self(fake)
+        y = None if self.y is None else torch.cat([self.y, self.y])
+        both = self.net(torch.cat([real, fake]), y)
+        sizes = [len(real), len(fake)]
+        halves = [t.split(sizes) if t is not None else (None, None) for t in both]
+        return DOutput(*(h[0] for h in halves)), DOutput(*(h[1] for h in halves))
 
     def gradient_penalty(self, points: Tensor) -> Tensor:
         return critic_penalty(self.net, points, self.y)

@@ -22,7 +22,8 @@ class BEGAN(Variant):
         self.state["k"] = torch.tensor(float(cfg.k0))
 
     def d_loss(self, D, real, fake, codes):
-        l_real, l_fake = recon_l1(D(real), real), recon_l1(D(fake), fake)
+        out_real, out_fake = D.pair(real, fake)
+        l_real, l_fake = recon_l1(out_real, real), recon_l1(out_fake, fake)
         balance = self.cfg.gamma * l_real - l_fake
         stats = {"balance": balance.detach(), "k": self.state["k"].clone(), "M": (l_real + balance.abs()).detach()}
         return l_real - self.state["k"] * l_fake, stats

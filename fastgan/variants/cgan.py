@@ -9,7 +9,8 @@ class CGAN(Variant):
     defaults = {"lr_g": 1e-3, "lr_d": 1e-3}
 
     def d_loss(self, D, real, fake, codes):
-        return gan_d_loss(D(real).score, D(fake).score), {}
+        out_real, out_fake = D.pair(real, fake)
+        return gan_d_loss(out_real.score, out_fake.score), {}
 
     def g_loss(self, D, fake, codes):
         return gan_g_loss(D(fake).score), {}

@@ -27,8 +27,9 @@ class EBGAN(Variant):
     stats = ("pt",)
 
     def d_loss(self, D, real, fake, codes):
-        hinge = F.relu(self.cfg.margin - energy(D(fake), fake))
-        return energy(D(real), real).mean() + hinge.mean(), {}
+        out_real, out_fake = D.pair(real, fake)
+        hinge = F.relu(self.cfg.margin - energy(out_fake, fake))
+        return energy(out_real, real).mean() + hinge.mean(), {}
 
     def g_loss(self, D, fake, codes):
         out = D(fake)

@@ -38,9 +38,9 @@ class InfoGAN(Variant):
         return self.cfg.info_cat_weight * cat + self.cfg.info_cont_weight * cont
 
     def d_loss(self, D, real, fake, codes):
-        out_fake = D(fake)
+        out_real, out_fake = D.pair(real, fake)
         info = self.info_loss(out_fake, codes)
-        return gan_d_loss(D(real).score, out_fake.score) + info, {"info": info.detach()}
+        return gan_d_loss(out_real.score, out_fake.score) + info, {"info": info.detach()}
 
     def g_loss(self, D, fake, codes):
         out = D(fake)

@@ -16,7 +16,8 @@ class WGAN(Variant):
     defaults = {"optimizer": "rmsprop", "lr_g": 2e-4, "lr_d": 2e-4, "n_critic": 2, "clip": 0.01}
 
     def d_loss(self, D, real, fake, codes):
-        return wasserstein_d_loss(D(real).score, D(fake).score), {}
+        out_real, out_fake = D.pair(real, fake)
+        return wasserstein_d_loss(out_real.score, out_fake.score), {}
 
     def g_loss(self, D, fake, codes):
         return -D(fake).score.mean(), {}

@@ -14,7 +14,8 @@ class WGAN_GP(Variant):
 
     def d_loss(self, D, real, fake, codes):
         gp = self.cfg.gp_weight * D.gradient_penalty(interpolate(real, fake))
-        return wasserstein_d_loss(D(real).score, D(fake).score) + gp, {"gp": gp.detach()}
+        out_real, out_fake = D.pair(real, fake)
+        return wasserstein_d_loss(out_real.score, out_fake.score) + gp, {"gp": gp.detach()}
 
     def g_loss(self, D, fake, codes):
         return -D(fake).score.mean(), {}
