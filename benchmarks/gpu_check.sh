@@ -4,7 +4,8 @@
 # 1. the GPU tests: Triton kernels natively (all dtypes, large M), the ops and penalties, graph and
 #    compile modes against eager, no host sync in the step;
 # 2. the throughput table against the seed's loop: gan and wgan_gp eager and graph at batch 64, the
-#    other variants in graph mode, gan's graph at large batch in fp32 and bf16.
+#    other variants in graph mode, gan's graph at large batch in fp32 and bf16;
+# 3. a kernel profile of gan's and wgan_gp's graphed iteration at batch 64 ($OUT/profile_*/kernels.txt).
 # Compile-mode rows are slow to warm up (inductor compiles each loss and its backward); run them apart:
 #   python3 -m benchmarks.throughput --mode compile
 # Results, logs and the card's name land in $OUT. Without CUDA it still runs end to end: the
@@ -39,5 +40,12 @@ timeout 70 python3 -m benchmarks.throughput --gan lsgan wgan dragan cgan acgan e
   --seconds 0.3 --no-reference --json "$OUT/throughput_variants.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
 timeout 60 python3 -m benchmarks.throughput --gan gan --mode graph --precision no bf16 $large --seconds 0.5 \
   --no-reference --json "$OUT/throughput_large.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
+
+echo "== profile: where a batch-64 iteration's time goes" | tee -a "$OUT/log.txt"
+for gan in gan wgan_gp; do
+  timeout 60 python3 -m benchmarks.profile_step --gan $gan --iterations 20 --out "$OUT/profile_$gan" \
+    > "$OUT/profile_$gan.log" 2>&1 || status=1
+  head -3 "$OUT/profile_$gan/kernels.txt" 2>/dev/null | tee -a "$OUT/log.txt"
+done
 
 exit $status

@@ -7,7 +7,9 @@
 Each row: training iterations/s and images/s after warm-up (CUDA events on a GPU, a host clock on a
 CPU), for one variant x arch x mode x precision x batch size. The reference row of each variant x
 arch is the seed's way at the seed's batch size (64): a torchvision DataLoader over PIL images with
-ToTensor/Normalize, eager fp32 (no TF32), plain Adam, plain PyTorch ops, and a `.item()` per step.
+ToTensor/Normalize, eager fp32 (no TF32), plain Adam, plain PyTorch ops, and a `.item()` per step
+(its step is fastgan's, which runs G once per iteration where the seed's code ran it twice on the
+same z: if anything, the reference is a little faster than the seed's own loop).
 `x ref` is images/s over the reference's images/s. `seed cmd` projects the seed's command (50
 epochs of 60,000 images at batch 64: 46,850 iterations) from the measured rate of batch-64 rows.
 Data: the bundled 10,000-digit sample tiled to the full training set's 60,000 images (or more for
@@ -92,7 +94,8 @@ def timed(run: Callable[[int], object], device: torch.device, seconds: float, re
     return statistics.median(rates)
 
 
-def fastgan_row(gan: str, arch: str, mode: str, precision: str, batch: int, device: str, seconds: float) -> Row:
+def fastgan_runner(gan: str, arch: str, mode: str, precision: str, batch: int, device: str):
+    """(run(i): one training iteration of fastgan's loop, warmed up; its engine; its batch size's cfg)."""
     accelerator = accelerator_for(device, precision)
     torch._dynamo.reset()  # each row compiles its own engine
     kernels.set_backend("auto")
@@ -112,7 +115,12 @@ def fastgan_row(gan: str, arch: str, mode: str, precision: str, batch: int, devi
 
     for i in range(max(10, 2 * cfg.n_critic)):  # warm-up: compilation, graph capture, autotuning
         run(i)
-    rate = timed(lambda i: run(i + 1_000), accelerator.device, seconds)
+    return (lambda i: run(i + 1_000)), engine, accelerator
+
+
+def fastgan_row(gan: str, arch: str, mode: str, precision: str, batch: int, device: str, seconds: float) -> Row:
+    run, engine, accelerator = fastgan_runner(gan, arch, mode, precision, batch, device)
+    rate = timed(run, accelerator.device, seconds)
     return Row(gan, arch, engine.mode, precision, batch, rate, rate * batch,
                requested=mode if engine.mode != mode else None)
 
