@@ -105,7 +105,7 @@ class Engine:
             self.g_loss = torch.compile(self.g_loss, backend=compile_backend)
 
     def noise(self, n: int) -> Tensor:
-        return torch.rand(n, self.z_dim, device=self.accelerator.device) * 2 - 1  # U[-1, 1]
+        return torch.empty(n, self.z_dim, device=self.accelerator.device).uniform_(-1, 1)  # one kernel
 
     # --- the losses (what compile mode compiles) -------------------------------------------------
     def generate(self, y: Tensor, for_g_step: bool) -> tuple[Tensor, Codes]:

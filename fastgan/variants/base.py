@@ -120,8 +120,12 @@ class Variant:
 
 # --- losses shared by several variants ------------------------------------------------------------
 def bce(logits: Tensor, target: float) -> Tensor:
-    """Binary cross-entropy against a constant label, sigmoid folded in (numerically stable)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+    """Binary cross-entropy against a constant label 1 or 0, the sigmoid folded in:
+    −log σ(s) = softplus(−s) and −log(1 − σ(s)) = softplus(s). Stable for any logit, and three
+    kernels each way where binary_cross_entropy_with_logits and its target tensor take about a dozen."""
+    if target not in (0.0, 1.0):
+        raise ValueError(f"bce takes a label of 0 or 1, not {target}")
+    return F.softplus(-logits if target == 1.0 else logits).mean()
 
 
 def gan_d_loss(score_real: Tensor, score_fake: Tensor) -> Tensor:

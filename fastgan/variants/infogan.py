@@ -29,7 +29,7 @@ class InfoGAN(Variant):
 
     def latent(self, z, y):
         c_cat = torch.randint(N_CLASSES, (z.shape[0],), device=z.device)
-        c_cont = torch.rand(z.shape[0], self.cfg.n_cont, device=z.device, dtype=z.dtype) * 2 - 1
+        c_cont = torch.empty(z.shape[0], self.cfg.n_cont, device=z.device, dtype=z.dtype).uniform_(-1, 1)
         return self.codes_latent(z, c_cat, c_cont), {"c_cat": c_cat, "c_cont": c_cont}
 
     def info_loss(self, out, codes):
