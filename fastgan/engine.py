@@ -62,7 +62,7 @@ def choose_mode(requested: str, cfg: Config, variant: Variant, device: torch.dev
 
 def optimizer(name: str, params: Iterator[nn.Parameter], lr: float, betas: tuple[float, float],
               device: torch.device) -> torch.optim.Optimizer:
-    """Adam as one Triton launch per network where fastgan's kernels run (kernels.adam; torch's fused
+    """Adam as Triton launches sized to the traffic where fastgan's kernels run (kernels.adam; torch's fused
     Adam elsewhere), or RMSprop (WGAN's, in its paper) as one multi-tensor call; capturable on CUDA
     (step counts stay on the device, so the step can live in a CUDA graph)."""
     capturable = device.type == "cuda"

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(not (INTERPRET or DEVICE == "cuda"), reason="nee
 
 # Tensors that end mid-block, a scalar-sized one, and one spanning two blocks; the GPU adds G's layers.
 SHAPES = [(37, 20), (5,), (1,), (1030,)] + ([] if INTERPRET else [(1024, 1024), (784, 1024), (1024,)])
-HYPER = dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-8)
+HYPER = dict(lr=1e-2, eps=1e-8)
 
 
 @pytest.fixture(autouse=True)
@@ -21,10 +21,10 @@ def custom_ops():
     kernels.set_backend("auto")
 
 
-def run(optimizer_class, params, grads, **options):
+def run(optimizer_class, params, grads, betas=(0.5, 0.999), **options):
     """Parameters after one step per gradient set, with the optimizer."""
     params = [p.detach().clone().requires_grad_() for p in params]
-    opt = optimizer_class(params, **HYPER, **options)
+    opt = optimizer_class(params, betas=betas, **HYPER, **options)
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = g.to(p.dtype)
@@ -39,18 +39,21 @@ def fresh(steps=8):
     return params, grads
 
 
-def test_adam_matches_torch_adam():
+# beta2 = 0.999 (the default): 1 - beta2**step is 0.001 at step 1, where 1 - exp(step·ln beta2)
+# on the GPU's fast exp lost four digits (an H200 run); 0.9 does not test that.
+@pytest.mark.parametrize("betas", [(0.5, 0.999), (0.9, 0.9)])
+def test_adam_matches_torch_adam(betas):
     params, grads = fresh()
-    got, opt = run(Adam, params, grads, fused=True, capturable=DEVICE == "cuda")
+    got, opt = run(Adam, params, grads, betas, fused=True, capturable=DEVICE == "cuda")
     # float64 reference math: agreement to fp32 rounding of the update, relative to its size
-    ref64, ref_opt = run(torch.optim.Adam, [p.double() for p in params], grads, foreach=False)
+    ref64, ref_opt = run(torch.optim.Adam, [p.double() for p in params], grads, betas, foreach=False)
     for p, q, p0, shape in zip(got, ref64, params, SHAPES):
         update = (q - p0.double()).abs().max().item()
         assert update > 1e-3, "the steps moved nothing: the comparison would be empty"
         err = (p.double() - q).abs().max().item()
         assert err <= 1e-5 * update, f"{shape}: max error {err:.2e} against an update of {update:.2e}"
     # torch's own fused fp32 step: the same math in the same precision
-    fused, _ = run(torch.optim.Adam, params, grads, fused=True)
+    fused, _ = run(torch.optim.Adam, params, grads, betas, fused=True)
     for p, q in zip(got, fused):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
     # torch's state layout, so checkpoints load either way

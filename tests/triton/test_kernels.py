@@ -25,11 +25,15 @@ if not INTERPRET:
     SHAPES += [(64, 784, 256), (1024, 256, 256), (8192, 1024, 784), (65536, 96, 1024), (4099, 100, 1024)]
 
 
-def assert_close(actual, expected, dtype, what=""):
+def assert_close(actual, expected, dtype, what="", reduction=1):
+    """TOL[dtype] for sums of up to 1,024 products; beyond, it grows as √(length): fp32 accumulation
+    error grows that way (an H200 run: the weight gradient at M = 65,536 is a 65,536-long sum, error
+    1.003e-5 of its scale)."""
+    tol = TOL[dtype] * max(1.0, (reduction / 1024) ** 0.5)
     err = (actual.double() - expected).abs().max().item()
     scale = expected.abs().max().item()
     assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    assert err <= TOL[dtype] * max(scale, 1e-30), f"{what}: max error {err:.3e} vs scale {scale:.3e} (tol {TOL[dtype]})"
+    assert err <= tol * max(scale, 1e-30), f"{what}: max error {err:.3e} vs scale {scale:.3e} (tol {tol:.2e})"
 
 
 def rand(*shape, dtype, scale=1.0):
@@ -68,9 +72,9 @@ def test_linear_leaky_relu_forward_and_gradients(M, K, N, dtype, bias, slope):
     assert_close(out, ref, dtype, "out")
     ref_x, ref_w, ref_b = reference_gradients(out, grad, x, w, b, slope, dtype)
     assert_close(x.grad, ref_x, dtype, "grad x")
-    assert_close(w.grad, ref_w, dtype, "grad weight")
+    assert_close(w.grad, ref_w, dtype, "grad weight", reduction=M)  # sums over the batch
     if bias:
-        assert_close(b.grad, ref_b, dtype, "grad bias")
+        assert_close(b.grad, ref_b, dtype, "grad bias", reduction=M)
 
 
 @pytest.mark.parametrize("wanted", ["x", "weights"])
