@@ -8,8 +8,9 @@ Each row: training iterations/s and images/s after warm-up (CUDA events on a GPU
 CPU), for one variant x arch x mode x precision x batch size. The reference row of each variant x
 arch is the seed's way at the seed's batch size (64): a torchvision DataLoader over PIL images with
 ToTensor/Normalize, eager fp32 (no TF32), plain Adam, plain PyTorch ops, and a `.item()` per step
-(its step is fastgan's, which runs G once per iteration where the seed's code ran it twice on the
-same z: if anything, the reference is a little faster than the seed's own loop).
+(its step is fastgan's eager step with plain PyTorch ops: G once per iteration where the seed's code
+ran it twice on the same z, D once over real and fake where it ran twice, BCE as softplus; so the
+reference is if anything faster than the seed's own loop, and the ratios understate the gain).
 `x ref` is images/s over the reference's images/s. `seed cmd` projects the seed's command (50
 epochs of 60,000 images at batch 64: 46,850 iterations) from the measured rate of batch-64 rows.
 Data: the bundled 10,000-digit sample tiled to the full training set's 60,000 images (or more for
@@ -202,11 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows: list[Row] = []
+
+    def save() -> None:  # after every row: a run cut short by a time limit keeps what it measured
+        with open(args.json, "w") as f:
+            json.dump({"device": device_name(args.device), "torch": torch.__version__,
+                       "rows": [asdict(r) for r in rows]}, f, indent=1)
+
     for gan, arch in itertools.product(args.gan, args.arch):
         reference = None if args.no_reference else reference_row(gan, arch, args.device, args.seconds)
         if reference:
             reference.x_ref = 1.0
             rows.append(reference)
+            save()
+            print(f"{gan}/{arch}/reference: {reference.it_per_s:,.1f} it/s", file=sys.stderr)
         for mode, precision, batch in itertools.product(args.mode, args.precision, args.batch):
             try:
                 row = fastgan_row(gan, arch, mode, precision, batch, args.device, args.seconds)
@@ -216,13 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             if reference:
                 row.x_ref = row.images_per_s / reference.images_per_s
             rows.append(row)
-            print(f"{gan}/{arch}/{row.mode}/{precision}/batch {batch}: {row.it_per_s:,.1f} it/s", file=sys.stderr)
+            save()
+            print(f"{gan}/{arch}/{row.mode}/{precision}/batch {batch}: {row.it_per_s:,.1f} it/s"
+                  + (f" ({row.x_ref:,.1f}x the reference)" if reference else ""), file=sys.stderr)
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     print_table(rows, args.device)
-    with open(args.json, "w") as f:
-        json.dump({"device": device_name(args.device), "torch": torch.__version__,
-                   "rows": [asdict(r) for r in rows]}, f, indent=1)
+    save()
     return 0
 
 
