@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from fastgan.models.heads import IMAGE_PIXELS, IMAGE_SHAPE, N_CLASSES, DOutput, Head, Heads, one_hot
-from kernels import LinearLeakyReLU
+from kernels import Linear, LinearLeakyReLU
 
 SLOPE = 0.01
 HIDDEN_D = 256
@@ -22,7 +22,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(  # Linear+ReLU is the fused op with slope 0
             LinearLeakyReLU(latent_dim, HIDDEN_G, 0.0),
             LinearLeakyReLU(HIDDEN_G, HIDDEN_G, 0.0),
-            nn.Linear(HIDDEN_G, IMAGE_PIXELS), nn.Tanh(),
+            Linear(HIDDEN_G, IMAGE_PIXELS), nn.Tanh(),  # kernels.Linear: the same Triton GEMM
         )
 
     def forward(self, latent: Tensor) -> Tensor:

@@ -58,7 +58,8 @@ def reference_gradients(out, grad, x, w, b, slope, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("M, K, N", SHAPES)
-@pytest.mark.parametrize("bias, slope", [(True, 0.2), (False, 0.01), (True, 0.0)], ids=["bias", "no-bias", "relu"])
+@pytest.mark.parametrize("bias, slope", [(True, 0.2), (False, 0.01), (True, 0.0), (True, 1.0)],
+                         ids=["bias", "no-bias", "relu", "linear"])
 def test_linear_leaky_relu_forward_and_gradients(M, K, N, dtype, bias, slope):
     x = rand(M, K, dtype=dtype).requires_grad_()
     w = rand(N, K, dtype=dtype, scale=K ** -0.5).requires_grad_()
