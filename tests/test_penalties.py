@@ -145,3 +145,29 @@ def test_critic_penalty_is_analytic_only_for_mlp_critics_with_custom_ops(arch, a
         assert bool(calls) == analytic
     finally:
         kernels.set_backend(previous)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("name", ["wgan_gp", "dragan", "gan", "cgan", "acgan", "infogan"])
+def test_analytic_penalty_predicts_the_path_critic_penalty_takes(name, arch, backend, monkeypatch):
+    """choose_mode asks analytic_penalty (from the settings) whether the critic's penalty can compile;
+    critic_penalty decides from the network itself. They must agree on every critic."""
+    import fastgan.penalties as penalties
+    from fastgan.config import resolve
+    from fastgan.models import build_models
+    from fastgan.variants import VARIANTS
+
+    variant = VARIANTS[name](resolve({"gan": name, "arch": arch}))
+    _, D = build_models(arch, variant, 96)
+    taken = []
+    analytic = penalties.mlp_gradient_penalty
+    monkeypatch.setattr(penalties, "mlp_gradient_penalty", lambda *a: taken.append(1) or analytic(*a))
+    kernels.set_backend(backend)
+    try:
+        penalties.critic_penalty(D, torch.rand(3, 1, 28, 28), torch.randint(10, (3,)))
+        expected = penalties.analytic_penalty(arch, variant, torch.device("cpu"))
+    finally:
+        kernels.set_backend("auto")
+    assert bool(taken) == expected
+    assert expected == (arch == "mlp" and backend == "triton" and name != "cgan")
