@@ -29,9 +29,10 @@ BLOCK = 1024
 @triton.jit
 def _one_minus_exp(x):
     """1 - exp(x) for x <= 0, without the cancellation near 0: the bias correction 1 - beta2**step is
-    0.001 at step 1 for beta2 = 0.999, and 1 - exp(x) there loses about four digits to the GPU's
-    fast exp (measured on an H200: updates off by 5e-5 relative). Near 0, its Taylor series
-    (truncation below 1e-9 relative for x > -0.1)."""
+    0.001 at step 1 for beta2 = 0.999, where 1 - exp(x) keeps only the digits the GPU's fast exp
+    leaves after the leading 0.999 (an H200 run: 52 of 200,704 weights 1.6e-7 away from
+    torch.optim.Adam after 20 steps). Near 0, its Taylor series (truncation below 1e-9 relative
+    for x > -0.1)."""
     series = -x * (1 + x * (0.5 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x / 720)))))
     return tl.where(x > -0.1, series, 1 - tl.exp(x))
 
