@@ -36,7 +36,7 @@ from accelerate.state import AcceleratorState
 import kernels
 from fastgan.config import resolve
 from fastgan.data import ResidentLoader, Split, bundled_sample
-from fastgan.engine import build_engine
+from fastgan.engine import Engine, build_engine
 from fastgan.variants import VARIANTS
 
 SEED_BATCH = 64
@@ -95,8 +95,9 @@ def timed(run: Callable[[int], object], device: torch.device, seconds: float, re
     return statistics.median(rates)
 
 
-def fastgan_runner(gan: str, arch: str, mode: str, precision: str, batch: int, device: str):
-    """(run(i): one training iteration of fastgan's loop, warmed up; its engine; its batch size's cfg)."""
+def fastgan_runner(gan: str, arch: str, mode: str, precision: str, batch: int,
+                   device: str) -> tuple[Callable[[int], None], Engine, Accelerator]:
+    """(run(i): one iteration of fastgan's training loop, already warmed up; its engine; its accelerator)."""
     accelerator = accelerator_for(device, precision)
     torch._dynamo.reset()  # each row compiles its own engine
     kernels.set_backend("auto")

@@ -85,12 +85,10 @@ class Adam(torch.optim.Adam):
     def step(self, closure=None, **kwargs):  # kwargs: grad_scale / found_inf from a GradScaler
         if closure is not None:
             raise ValueError("fastgan's Adam takes no closure")
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not self._kernel_applies(group, params, kwargs):
-                return super().step(**kwargs)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+        with_grads = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        if not all(self._kernel_applies(group, params, kwargs) for group, params in zip(self.param_groups, with_grads)):
+            return super().step(**kwargs)
+        for group, params in zip(self.param_groups, with_grads):
             states = [self._state_for(p) for p in params]
             beta1, beta2 = group["betas"]
             adam_step(params, [p.grad for p in params], [s["exp_avg"] for s in states],
