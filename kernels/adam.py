@@ -3,10 +3,9 @@
 At batch 64 the optimizer step is a measured cost: torch's fused Adam walks the tensors in chunks of
 65,536 elements, one thread block each, so G's 1.9 M parameters keep ~30 of an H100's 132 SMs busy
 and D's 0.27 M about 5 (DESIGN.md: 68–87 µs for both against a ~15 µs bandwidth floor). Here every
-BLOCK elements of a tensor get their own program: one launch per parameter tensor (a network's
-weights and biases: six for the MLP G). One launch per network would need tuple or pointer-table
-arguments; tuples of tensors fail to bind in Triton 3.6 (measured on the H200 image), and a table
-of addresses would be a host-to-device copy every step.
+BLOCK elements of a tensor get their own program, and one launch covers up to SLOTS tensors: a whole
+MLP network (six or eight weights and biases) per launch. The slots are spelled out as arguments
+because tuples of tensors fail to bind in Triton 3.6 (measured on the H200 image).
 
 Math and state follow torch's fused Adam (`exp_avg`, `exp_avg_sq`, a float32 `step` per parameter
 on the device), so checkpoints are interchangeable with torch.optim.Adam and the step is
@@ -24,6 +23,7 @@ from torch import Tensor
 from kernels.dispatch import runs_triton, use_custom_ops
 
 BLOCK = 1024
+SLOTS = 8  # tensors per launch: each MLP network's weights and biases (6 or 8) in one
 
 
 @triton.jit
@@ -38,9 +38,10 @@ def _one_minus_exp(x):
 
 
 @triton.jit
-def _adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_ptr, numel,
-                 lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_ptr, numel, block,
+                lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK: tl.constexpr):
+    """Block `block` (BLOCK elements) of one tensor."""
+    offs = block * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     p = tl.load(param_ptr + offs, mask=mask)
     g = tl.load(grad_ptr + offs, mask=mask).to(tl.float32)
@@ -58,15 +59,56 @@ def _adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_ptr, num
     tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
 
 
+# Up to SLOTS tensors per launch, each slot spelled out as (param, grad, exp_avg, exp_avg_sq, step,
+# numel): Triton has no array-of-pointers argument short of a table of addresses on the device, which
+# would have to be rewritten whenever autograd hands out new gradient buffers (every eager step).
+# Programs 0.. run through slot 0's blocks, then slot 1's, and so on; an unused slot has numel 0.
+@triton.jit
+def _adam_kernel(p0, g0, m0, v0, s0, n0, p1, g1, m1, v1, s1, n1, p2, g2, m2, v2, s2, n2,
+                 p3, g3, m3, v3, s3, n3, p4, g4, m4, v4, s4, n4, p5, g5, m5, v5, s5, n5,
+                 p6, g6, m6, v6, s6, n6, p7, g7, m7, v7, s7, n7,
+                 lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    e0 = tl.cdiv(n0, BLOCK)  # e_k: blocks of slots 0..k
+    e1 = e0 + tl.cdiv(n1, BLOCK)
+    e2 = e1 + tl.cdiv(n2, BLOCK)
+    e3 = e2 + tl.cdiv(n3, BLOCK)
+    e4 = e3 + tl.cdiv(n4, BLOCK)
+    e5 = e4 + tl.cdiv(n5, BLOCK)
+    e6 = e5 + tl.cdiv(n6, BLOCK)
+    if pid < e0:
+        _adam_block(p0, g0, m0, v0, s0, n0, pid, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    elif pid < e1:
+        _adam_block(p1, g1, m1, v1, s1, n1, pid - e0, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    elif pid < e2:
+        _adam_block(p2, g2, m2, v2, s2, n2, pid - e1, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    elif pid < e3:
+        _adam_block(p3, g3, m3, v3, s3, n3, pid - e2, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    elif pid < e4:
+        _adam_block(p4, g4, m4, v4, s4, n4, pid - e3, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    elif pid < e5:
+        _adam_block(p5, g5, m5, v5, s5, n5, pid - e4, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    elif pid < e6:
+        _adam_block(p6, g6, m6, v6, s6, n6, pid - e5, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+    else:
+        _adam_block(p7, g7, m7, v7, s7, n7, pid - e6, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
+
+
 def adam_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
               steps: list[Tensor], lr: float, beta1: float, beta2: float, eps: float) -> None:
     """One Adam step, in place, for contiguous float32 tensors on one device: steps += 1 (one
-    multi-tensor add), then one launch per tensor."""
+    multi-tensor add), then one launch per SLOTS tensors."""
     torch._foreach_add_(steps, 1)
-    log_beta1, log_beta2 = math.log(beta1), math.log(beta2)
-    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        _adam_kernel[(triton.cdiv(p.numel(), BLOCK),)](p, g, m, v, step, p.numel(), lr, beta1, beta2,
-                                                      log_beta1, log_beta2, eps, BLOCK=BLOCK)
+    hyper = (lr, beta1, beta2, math.log(beta1), math.log(beta2), eps)
+    tensors = list(zip(params, grads, exp_avgs, exp_avg_sqs, steps))
+    for first in range(0, len(tensors), SLOTS):
+        chunk = tensors[first:first + SLOTS]
+        blocks = sum(triton.cdiv(p.numel(), BLOCK) for p, *_ in chunk)
+        if blocks == 0:
+            continue
+        args = [a for p, *state in chunk for a in (p, *state, p.numel())]
+        args += [*chunk[0], 0] * (SLOTS - len(chunk))  # unused slots: no blocks
+        _adam_kernel[(blocks,)](*args, *hyper, BLOCK=BLOCK)
 
 
 class Adam(torch.optim.Adam):

@@ -9,8 +9,10 @@ from kernels.adam import Adam
 
 pytestmark = pytest.mark.skipif(not (INTERPRET or DEVICE == "cuda"), reason="needs CUDA or TRITON_INTERPRET=1")
 
-# Tensors that end mid-block, a scalar-sized one, and one spanning two blocks; the GPU adds G's layers.
-SHAPES = [(37, 20), (5,), (1,), (1030,)] + ([] if INTERPRET else [(1024, 1024), (784, 1024), (1024,)])
+# Tensors that end mid-block, scalar-sized ones, ones spanning two and three blocks, more of them than
+# a launch has slots (so two launches, the second part-filled); the GPU adds G's layers.
+SHAPES = [(37, 20), (5,), (1,), (1030,), (3, 3), (2049,), (1,), (64,), (1024,), (7, 2)] + (
+    [] if INTERPRET else [(1024, 1024), (784, 1024), (1024,)])
 HYPER = dict(lr=1e-2, eps=1e-8)
 
 
@@ -64,15 +66,21 @@ def test_adam_matches_torch_adam(betas):
 
 
 def test_the_kernel_ran_and_unsupported_options_fall_back(monkeypatch):
-    """The comparison above is only worth something if the Triton path ran; amsgrad is not in the
-    kernel and must take torch's step (and give torch's result)."""
+    """The comparison above is only worth something if the Triton path ran, a launch per SLOTS
+    tensors; amsgrad is not in the kernel and must take torch's step (and give torch's result)."""
     import kernels.adam as adam
 
     params, grads = fresh(steps=2)
-    calls, real_step = [], adam.adam_step
-    monkeypatch.setattr(adam, "adam_step", lambda *a, **k: (calls.append(1), real_step(*a, **k)))
+    calls, real_kernel = [], adam._adam_kernel
+
+    class CountingKernel:
+        def __getitem__(self, grid):
+            calls.append(grid)
+            return real_kernel[grid]
+
+    monkeypatch.setattr(adam, "_adam_kernel", CountingKernel())
     run(Adam, params, grads, fused=True)
-    assert len(calls) == 2
+    assert len(SHAPES) > adam.SLOTS and len(calls) == 2 * -(-len(SHAPES) // adam.SLOTS)  # a launch per SLOTS tensors
     calls.clear()
     got, _ = run(Adam, params, grads, fused=True, amsgrad=True)
     assert not calls
