@@ -16,6 +16,7 @@ from accelerate import Accelerator
 
 from fastgan import artifacts
 from fastgan.engine import load_engine
+from fastgan.models import noise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,11 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     device = engine.accelerator.device
     generator = torch.Generator().manual_seed(args.seed)
-    noise = lambda n: (torch.rand(n, engine.z_dim, generator=generator) * 2 - 1).to(device)  # noqa: E731
+    z = lambda n: noise(n, engine.z_dim, device, generator)  # noqa: E731
     if args.interpolate:
-        grids, stem = engine.variant.interpolation_latents(noise(args.rows), noise(args.rows), args.steps), "interpolate"
+        grids, stem = engine.variant.interpolation_latents(z(args.rows), z(args.rows), args.steps), "interpolate"
     else:
-        grids, stem = engine.variant.grid_latents(noise(100)), "sample"
+        grids, stem = engine.variant.grid_latents(z(100)), "sample"
     out_dir = path.parent / "samples"
     out_dir.mkdir(exist_ok=True)
     for name, (latent, nrow) in grids.items():

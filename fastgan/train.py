@@ -31,6 +31,7 @@ from fastgan.config import MODEL_KEYS, Config, ConfigError, parse_args, resolve
 from fastgan.data import DataError, ResidentLoader, Split, load_split
 from fastgan.engine import build_engine
 from fastgan.evaluate import Evaluator, Metrics
+from fastgan.models import noise
 
 log = logging.getLogger("fastgan")
 T = TypeVar("T")
@@ -143,8 +144,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         epoch0, batch0, step = checkpoint["epoch"], checkpoint["samples"] // loader.global_batch, checkpoint["step"]
         restore_rng(checkpoint, cfg.seed, accelerator.process_index)  # after building: init drew from the RNG
 
-    fixed_z = torch.rand(GRID_NOISE_ROWS, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed)) * 2 - 1
-    grids = variant.grid_latents(fixed_z.to(accelerator.device))
+    fixed_z = noise(GRID_NOISE_ROWS, cfg.z_dim, accelerator.device, torch.Generator().manual_seed(cfg.seed))
+    grids = variant.grid_latents(fixed_z)
     columns = ["d_loss", "g_loss", *variant.stats]
     if main_process:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)

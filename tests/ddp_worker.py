@@ -12,6 +12,7 @@ from fastgan import penalties
 from fastgan.config import resolve
 from fastgan.data import bundled_sample
 from fastgan.engine import build_engine
+from fastgan.models import noise
 
 gan, backend, global_batch, steps, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 # float64 throughout: the all-reduce sums in another order than one process does, and in float32 that
@@ -34,7 +35,7 @@ draws = iter(range(10**6))  # every process draws the same global tensors in the
 
 def global_noise(n):
     g = torch.Generator().manual_seed(next(draws))
-    return rank_slice(torch.rand(global_batch, engine.z_dim, generator=g) * 2 - 1)
+    return rank_slice(noise(global_batch, engine.z_dim, generator=g))
 
 
 def global_uniform(x):

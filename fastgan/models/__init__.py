@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from fastgan.models.conv import ConvAutoencoder, ConvDiscriminator, ConvGenerator
 from fastgan.models.heads import IMAGE_SHAPE, N_CLASSES, DOutput, Head
@@ -13,6 +14,14 @@ if TYPE_CHECKING:
     from fastgan.variants.base import Variant
 
 ARCHS = ("mlp", "conv")
+
+
+def noise(n: int, z_dim: int, device: torch.device | str | None = None,
+          generator: torch.Generator | None = None) -> Tensor:
+    """G's noise, z ~ U[-1, 1] (n, z_dim): drawn where `generator` lives (a seeded CPU generator
+    gives the same grid on any device), else on `device` in one kernel; returned on `device`."""
+    where = generator.device if generator is not None else device
+    return torch.empty(n, z_dim, device=where).uniform_(-1, 1, generator=generator).to(device)
 
 
 def build_models(arch: str, variant: "Variant", z_dim: int) -> tuple[nn.Module, nn.Module]:
@@ -33,4 +42,4 @@ def build_models(arch: str, variant: "Variant", z_dim: int) -> tuple[nn.Module, 
     return G, ConvDiscriminator(variant.head, variant.d_sees_label, variant.q_dims(), batchnorm)
 
 
-__all__ = ["ARCHS", "DOutput", "Head", "IMAGE_SHAPE", "N_CLASSES", "build_models"]
+__all__ = ["ARCHS", "DOutput", "Head", "IMAGE_SHAPE", "N_CLASSES", "build_models", "noise"]
