@@ -36,6 +36,9 @@ from fastgan.models import noise
 log = logging.getLogger("fastgan")
 T = TypeVar("T")
 GRID_NOISE_ROWS = 100  # the fixed noise behind every epoch's grid (a 10x10 grid)
+# losses.png is redrawn at most this often, and after every evaluation and the last epoch: a drawing
+# takes ~0.1 s of CPU, which every epoch would add up to as much as the 50 epochs' training on a GPU.
+PLOT_SECONDS = 30.0
 
 
 class Diverged(RuntimeError):
@@ -175,6 +178,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
 
     latest: dict[str, torch.Tensor] = {}
     images_per_step = cfg.batch_size * accelerator.num_processes
+    plotted_at = -math.inf
     for epoch in range(epoch0, cfg.epochs):
         first = batch0 if epoch == epoch0 else 0
         with tqdm(total=len(loader), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -209,6 +213,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     accelerator.log(values, step=step)
                 if stopping:
                     save(epoch, batch + 1)
+                    if main_process:
+                        artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
                     bar.close()
                     log.info("stopped by %s after step %d: checkpoint written; continue with --resume %s",
                              signal.Signals(stop.signal).name if stop.signal else "a signal to another process",
@@ -226,7 +232,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     grid = artifacts.save_grid(engine.samples(latent), run_dir / "samples" / f"epoch_{epoch + 1:03d}{suffix}.png", nrow)
                     if cfg.log_with == "tensorboard":
                         accelerator.get_tracker("tensorboard", unwrap=True).add_image(f"samples{suffix}", grid, epoch + 1)
-            if evaluator is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
+            evaluating = evaluator is not None and ((epoch + 1) % cfg.eval_every == 0 or last)
+            if evaluating:
                 result = evaluator(engine)
                 eval_log.append(step, epoch + 1, {k: v for k, v in asdict(result).items() if v is not None})
                 artifacts.write_json(run_dir / "metrics.json", {
@@ -234,7 +241,9 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     "generated": asdict(result), "real_vs_real": asdict(evaluator.floor)})
                 log.info("epoch %d: FD-LeNet %.2f (real %.2f), score %.2f (real %.2f), coverage %d/10",
                          epoch + 1, result.fd, evaluator.floor.fd, result.score, evaluator.floor.score, result.coverage)
-            artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
+            if last or evaluating or time.perf_counter() - plotted_at >= PLOT_SECONDS:
+                artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
+                plotted_at = time.perf_counter()
         save(epoch + 1, 0)
         accelerator.wait_for_everyone()
 

@@ -120,6 +120,22 @@ def test_a_tiny_run_leaves_every_artefact(gan, tiny_mnist, in_tmp):
         assert grid.size == (302, 302)  # 10x10 digits of 28 px with 2 px padding
 
 
+def test_losses_png_is_drawn_on_the_first_epoch_then_at_most_every_plot_seconds_and_at_the_end(
+        tiny_mnist, in_tmp, monkeypatch):
+    import fastgan.train
+    from fastgan import artifacts
+
+    drawn, draw = [], artifacts.plot_losses
+    monkeypatch.setattr(artifacts, "plot_losses", lambda log, *a: (drawn.append(log.read()["epoch"][-1]), draw(log, *a)))
+    monkeypatch.setattr(fastgan.train, "PLOT_SECONDS", 1e9)
+    assert main(tiny_args(tiny_mnist, in_tmp / "run", "--epochs", "4")) == 0
+    assert drawn == [1, 4]
+    drawn.clear()
+    monkeypatch.setattr(fastgan.train, "PLOT_SECONDS", 0.0)
+    assert main(tiny_args(tiny_mnist, in_tmp / "run2", "--epochs", "3")) == 0
+    assert drawn == [1, 2, 3]
+
+
 def test_conditional_grid_is_ten_by_ten(tiny_mnist, in_tmp):
     run = in_tmp / "run"
     assert main(tiny_args(tiny_mnist, run, "--gan", "acgan", "--epochs", "1")) == 0
