@@ -1,7 +1,8 @@
 """What a run leaves on disk: sample grids, the loss log and plot, the GIF, checkpoints.
 
 Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
-the target, so a crash never leaves a torn file.
+the target, so a crash never leaves a torn file. Checkpoints and grids are written by a
+`BackgroundWriter`, so training does not wait for the disk.
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import csv
 import json
 import math
 import os
+import queue
 import random
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -46,6 +49,59 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+class BackgroundWriter:
+    """File writes on one worker thread, in the order submitted. After a write fails, the later ones
+    are skipped, so the disk keeps what the last good write left, and the failure is raised in the
+    caller's thread by the next submit() or flush()."""
+
+    def __init__(self):
+        self._jobs: queue.Queue[Callable[[], Any] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="fastgan-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                if self._error is None:
+                    job()
+            except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+                self._error = e
+            finally:
+                self._jobs.task_done()
+
+    def submit(self, job: Callable[[], Any]) -> None:
+        self._raise_failure()
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait for every submitted write; raise the failure, if one failed."""
+        self._jobs.join()
+        self._raise_failure()
+
+    def close(self) -> None:
+        """Finish the pending writes (or skip them after a failure) and stop the thread; raises nothing."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a (nested dict/list/tuple) payload that training can no longer change: every tensor
+    copied to the CPU. What a BackgroundWriter writes while the weights keep moving."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = map(snapshot, obj)
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # a namedtuple takes fields
+    return obj
 
 
 # --- pictures -------------------------------------------------------------------------------------

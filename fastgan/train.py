@@ -9,6 +9,7 @@ Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT), 1 a write failed (di
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -134,7 +135,9 @@ def restore_rng(checkpoint: dict[str, Any], seed: int, rank: int) -> None:
 
 # --- the run --------------------------------------------------------------------------------------
 def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, checkpoint: dict[str, Any] | None,
-          stop: StopRequest) -> None:
+          stop: StopRequest, writer: artifacts.BackgroundWriter) -> None:
+    """The run; checkpoints and grids go to disk through `writer`, which holds their failures until
+    its next use (a failed checkpoint write ends the run at the next epoch's, or at the end)."""
     main_process = accelerator.is_main_process
     set_seed(cfg.seed, device_specific=True)  # noise differs across ranks; DDP syncs the initial weights
 
@@ -170,11 +173,17 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
             raise Diverged(f"non-finite weights at step {step}")
         rng = gather_object([artifacts.rng_state()])
         if main_process:
-            artifacts.save_checkpoint(run_dir, {
+            payload = artifacts.snapshot({  # a copy: training moves on while it is written
                 "config": cfg.to_dict(), "epoch": epochs_done, "batch": batches_done, "step": step,
                 "samples": batches_done * loader.global_batch, "world_size": accelerator.num_processes,
                 "rng": rng, **engine.state_dict(),
             })
+            writer.submit(lambda: artifacts.save_checkpoint(run_dir, payload))
+
+    def write_grid(images: torch.Tensor, nrow: int, tag: str, path: Path, epoch: int) -> None:
+        grid = artifacts.save_grid(images, path, nrow)
+        if cfg.log_with == "tensorboard":
+            accelerator.get_tracker("tensorboard", unwrap=True).add_image(tag, grid, epoch)
 
     latest: dict[str, torch.Tensor] = {}
     images_per_step = cfg.batch_size * accelerator.num_processes
@@ -215,6 +224,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     save(epoch, batch + 1)
                     if main_process:
                         artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
+                    writer.flush()
                     bar.close()
                     log.info("stopped by %s after step %d: checkpoint written; continue with --resume %s",
                              signal.Signals(stop.signal).name if stop.signal else "a signal to another process",
@@ -229,9 +239,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
             if (epoch + 1) % cfg.sample_every == 0 or last:
                 for name, (latent, nrow) in grids.items():
                     suffix = f"_{name}" if name else ""
-                    grid = artifacts.save_grid(engine.samples(latent), run_dir / "samples" / f"epoch_{epoch + 1:03d}{suffix}.png", nrow)
-                    if cfg.log_with == "tensorboard":
-                        accelerator.get_tracker("tensorboard", unwrap=True).add_image(f"samples{suffix}", grid, epoch + 1)
+                    writer.submit(functools.partial(write_grid, engine.samples(latent).cpu(), nrow, f"samples{suffix}",
+                                                    run_dir / "samples" / f"epoch_{epoch + 1:03d}{suffix}.png", epoch + 1))
             evaluating = evaluator is not None and ((epoch + 1) % cfg.eval_every == 0 or last)
             if evaluating:
                 result = evaluator(engine)
@@ -247,6 +256,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         save(epoch + 1, 0)
         accelerator.wait_for_everyone()
 
+    writer.flush()
     if main_process:
         artifacts.save_gif(sorted((run_dir / "samples").glob("epoch_[0-9][0-9][0-9].png")), run_dir / "progress.gif")
         log.info("done: %d epochs, %d steps; samples, losses and checkpoint in %s", cfg.epochs, step, run_dir)
@@ -291,9 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:
         log.info("%s already holds %d epochs (--epochs %d): nothing to do", cfg.resume, checkpoint["epoch"], cfg.epochs)
         return 0
-    stop = StopRequest()
+    stop, writer = StopRequest(), artifacts.BackgroundWriter()
     try:
-        train(cfg, split, accelerator, run_dir, checkpoint, stop)
+        train(cfg, split, accelerator, run_dir, checkpoint, stop, writer)
     except artifacts.CheckpointError as e:
         print(f"fastgan.train: error: {e}", file=sys.stderr)
         return 2
@@ -306,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"the last complete checkpoint in {run_dir} is intact", file=sys.stderr)
         return 1
     finally:
+        writer.close()  # the writes still queued are finished (a diverged run keeps its last good checkpoint)
         stop.restore()
     return 0
 

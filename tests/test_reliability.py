@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -199,3 +200,34 @@ def test_more_refusals(argv, message, in_tmp, capsys):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
+
+
+def test_background_writer_keeps_order_and_after_a_failure_skips_the_rest_and_raises():
+    writer, done, gate = artifacts.BackgroundWriter(), [], threading.Event()
+
+    def fill_the_disk():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        writer.submit(lambda: (gate.wait(10), done.append(1)))  # holds the queue while the rest is submitted
+        writer.submit(lambda: done.append(2))
+        writer.submit(fill_the_disk)
+        writer.submit(lambda: done.append(3))  # after the failure: skipped
+        gate.set()
+        with pytest.raises(OSError, match="No space left"):
+            writer.flush()
+        with pytest.raises(OSError, match="No space left"):
+            writer.submit(lambda: done.append(4))
+    finally:
+        writer.close()
+    assert done == [1, 2]
+
+
+def test_snapshot_is_a_copy_that_training_can_no_longer_change():
+    weight, rng = torch.zeros(3), torch.ones(2)
+    payload = {"G": {"w": weight}, "rng": [rng], "betas": (0.5, 0.9), "step": 3}
+    copy = artifacts.snapshot(payload)
+    weight.add_(1)
+    rng.zero_()
+    assert torch.equal(copy["G"]["w"], torch.zeros(3)) and torch.equal(copy["rng"][0], torch.ones(2))
+    assert copy["betas"] == (0.5, 0.9) and copy["step"] == 3
