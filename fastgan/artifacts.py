@@ -156,17 +156,17 @@ class LossLog:
         return {c: [float(r[c]) if r[c] else math.nan for r in rows] for c in self.columns}
 
 
-def plot_losses(log: LossLog, path: Path, title: str, eval_log: LossLog | None = None) -> None:
-    """Loss curves; the variant's extra statistics below them; sample quality (FD, score) at the bottom."""
+def plot_losses(data: dict[str, list[float]], path: Path, title: str, evals: dict[str, list[float]] | None = None) -> None:
+    """Loss curves; the variant's extra statistics below them; sample quality (FD, score) at the bottom.
+    data and evals: what LossLog.read() returns for losses.csv and eval.csv."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = log.read()
-    curves = [c for c in log.columns[2:] if c in ("d_loss", "g_loss")]
-    extras = [c for c in log.columns[2:] if c not in curves and c != "images_per_s"]
-    evals = eval_log.read() if eval_log is not None else None
+    columns = list(data)[2:]  # after step and epoch
+    curves = [c for c in columns if c in ("d_loss", "g_loss")]
+    extras = [c for c in columns if c not in curves and c != "images_per_s"]
     panels = 1 + bool(extras) + bool(evals and evals["step"])
     fig, axes = plt.subplots(panels, 1, figsize=(8, 4 + 3 * (panels - 1)), sharex=True, squeeze=False)
     axes = list(axes[:, 0])

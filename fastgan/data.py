@@ -51,6 +51,18 @@ class Split:
 
 
 # --- IDX files ------------------------------------------------------------------------------------
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    """An unsigned-byte IDX file, as the MNIST distribution ships them (gzipped: path + ".gz")."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An unsigned-byte IDX array (magic 0x0000 08 ndim, big-endian uint32 dims, then the bytes)."""
     try:

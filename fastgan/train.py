@@ -180,6 +180,15 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
             })
             writer.submit(lambda: artifacts.save_checkpoint(run_dir, payload))
 
+    drawn_at = -math.inf  # when losses.png was last drawn
+
+    def draw_losses() -> None:
+        """losses.png, from the logs as they are now; matplotlib (~2 s to import) runs on the writer's thread."""
+        nonlocal drawn_at
+        losses, evals = loss_log.read(), eval_log.read() if eval_log is not None else None
+        writer.submit(lambda: artifacts.plot_losses(losses, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", evals))
+        drawn_at = time.perf_counter()
+
     def write_grid(images: torch.Tensor, nrow: int, tag: str, path: Path, epoch: int) -> None:
         grid = artifacts.save_grid(images, path, nrow)
         if cfg.log_with == "tensorboard":
@@ -187,7 +196,6 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
 
     latest: dict[str, torch.Tensor] = {}
     images_per_step = cfg.batch_size * accelerator.num_processes
-    plotted_at = -math.inf
     for epoch in range(epoch0, cfg.epochs):
         first = batch0 if epoch == epoch0 else 0
         with tqdm(total=len(loader), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -223,7 +231,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                 if stopping:
                     save(epoch, batch + 1)
                     if main_process:
-                        artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
+                        draw_losses()
                     writer.flush()
                     bar.close()
                     log.info("stopped by %s after step %d: checkpoint written; continue with --resume %s",
@@ -250,9 +258,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
                     "generated": asdict(result), "real_vs_real": asdict(evaluator.floor)})
                 log.info("epoch %d: FD-LeNet %.2f (real %.2f), score %.2f (real %.2f), coverage %d/10",
                          epoch + 1, result.fd, evaluator.floor.fd, result.score, evaluator.floor.score, result.coverage)
-            if last or evaluating or time.perf_counter() - plotted_at >= PLOT_SECONDS:
-                artifacts.plot_losses(loss_log, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", eval_log)
-                plotted_at = time.perf_counter()
+            if last or evaluating or time.perf_counter() - drawn_at >= PLOT_SECONDS:
+                draw_losses()
         save(epoch + 1, 0)
         accelerator.wait_for_everyone()
 

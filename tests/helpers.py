@@ -1,23 +1,9 @@
-"""Test helpers: IDX files and MNIST-layout folders made from the bundled real digits."""
-import gzip
-import struct
+"""Test helpers: MNIST-layout folders made from the bundled real digits."""
 from pathlib import Path
 
 import numpy as np
 
-from fastgan.data import bundled_sample
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
-    """An unsigned-byte IDX file, as the MNIST distribution ships them."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
-    return path
+from fastgan.data import bundled_sample, write_idx
 
 
 def subset(split, n: int):

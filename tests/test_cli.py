@@ -126,7 +126,7 @@ def test_losses_png_is_drawn_on_the_first_epoch_then_at_most_every_plot_seconds_
     from fastgan import artifacts
 
     drawn, draw = [], artifacts.plot_losses
-    monkeypatch.setattr(artifacts, "plot_losses", lambda log, *a: (drawn.append(log.read()["epoch"][-1]), draw(log, *a)))
+    monkeypatch.setattr(artifacts, "plot_losses", lambda data, *a: (drawn.append(data["epoch"][-1]), draw(data, *a)))
     monkeypatch.setattr(fastgan.train, "PLOT_SECONDS", 1e9)
     assert main(tiny_args(tiny_mnist, in_tmp / "run", "--epochs", "4")) == 0
     assert drawn == [1, 4]

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import subset, write_idx, write_mnist_dir
 from fastgan import data
-from fastgan.data import DataError, ResidentLoader, Split, bundled_sample, load_split, read_idx
+from fastgan.data import DataError, ResidentLoader, Split, bundled_sample, load_split, read_idx, write_idx
+from helpers import subset, write_mnist_dir
 
 
 # --- IDX files ------------------------------------------------------------------------------------
