@@ -1,8 +1,8 @@
 """What a run leaves on disk: sample grids, the loss log and plot, the GIF, checkpoints.
 
 Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
-the target, so a crash never leaves a torn file. Checkpoints and grids are written by a
-`BackgroundWriter`, so training does not wait for the disk.
+the target, so a crash never leaves a torn file. Checkpoints, grids and the loss plot are written by
+a `BackgroundWriter`, so training does not wait for the disk or for matplotlib.
 """
 from __future__ import annotations
 
@@ -54,10 +54,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 class BackgroundWriter:
     """File writes on one worker thread, in the order submitted. After a write fails, the later ones
     are skipped, so the disk keeps what the last good write left, and the failure is raised in the
-    caller's thread by the next submit() or flush()."""
+    caller's thread by the next submit() or flush(). At most `pending` writes wait (each may hold a
+    checkpoint's copy of the weights): past that, submit() waits for the disk."""
 
-    def __init__(self):
-        self._jobs: queue.Queue[Callable[[], Any] | None] = queue.Queue()
+    def __init__(self, pending: int = 4):
+        self._jobs: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize=pending)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="fastgan-writer", daemon=True)
         self._thread.start()
@@ -82,9 +83,15 @@ class BackgroundWriter:
         self._raise_failure()
 
     def close(self) -> None:
-        """Finish the pending writes (or skip them after a failure) and stop the thread; raises nothing."""
+        """Finish the pending writes (or skip them after a failure) and stop the thread; raises nothing
+        (see `failure`)."""
         self._jobs.put(None)
         self._thread.join()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The write that failed, if one did."""
+        return self._error
 
     def _raise_failure(self) -> None:
         if self._error is not None:
@@ -93,14 +100,17 @@ class BackgroundWriter:
 
 def snapshot(obj: Any) -> Any:
     """A copy of a (nested dict/list/tuple) payload that training can no longer change: every tensor
-    copied to the CPU. What a BackgroundWriter writes while the weights keep moving."""
+    copied to the CPU. What a BackgroundWriter writes while the weights keep moving. A module's
+    state dict stays an OrderedDict with its `_metadata` (the versions load_state_dict reads)."""
     if isinstance(obj, Tensor):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
-        return {k: snapshot(v) for k, v in obj.items()}
+        copy = type(obj)((k, snapshot(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            copy._metadata = snapshot(obj._metadata)
+        return copy
     if isinstance(obj, (list, tuple)):
-        items = map(snapshot, obj)
-        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # a namedtuple takes fields
+        return type(obj)(map(snapshot, obj))
     return obj
 
 
@@ -159,16 +169,14 @@ class LossLog:
 def plot_losses(data: dict[str, list[float]], path: Path, title: str, evals: dict[str, list[float]] | None = None) -> None:
     """Loss curves; the variant's extra statistics below them; sample quality (FD, score) at the bottom.
     data and evals: what LossLog.read() returns for losses.csv and eval.csv."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: its global figure registry is not thread-safe
 
     columns = list(data)[2:]  # after step and epoch
     curves = [c for c in columns if c in ("d_loss", "g_loss")]
     extras = [c for c in columns if c not in curves and c != "images_per_s"]
     panels = 1 + bool(extras) + bool(evals and evals["step"])
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 4 + 3 * (panels - 1)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(8, 4 + 3 * (panels - 1)))
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)
     axes = list(axes[:, 0])
     for c in curves:
         axes[0].plot(data["step"], data[c], label=c, linewidth=1)
@@ -192,7 +200,6 @@ def plot_losses(data: dict[str, list[float]], path: Path, title: str, evals: dic
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
 
 
 # --- checkpoints ----------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from fastgan import artifacts
 from fastgan.artifacts import CheckpointError
 from fastgan.config import Config, resolve
 from fastgan.data import ResidentLoader
-from fastgan.models import build_models, noise
+from fastgan import models
+from fastgan.models import build_models
 from fastgan.penalties import analytic_penalty
 from fastgan.variants import VARIANTS
 from fastgan.variants.base import Codes, Critic, Stats, Variant
@@ -105,7 +106,7 @@ class Engine:
             self.g_loss = torch.compile(self.g_loss, backend=compile_backend)
 
     def noise(self, n: int) -> Tensor:
-        return noise(n, self.z_dim, self.accelerator.device)
+        return models.noise(n, self.z_dim, self.accelerator.device)
 
     # --- the losses (what compile mode compiles) -------------------------------------------------
     def generate(self, y: Tensor, for_g_step: bool) -> tuple[Tensor, Codes]:

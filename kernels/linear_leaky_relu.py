@@ -51,14 +51,14 @@ def _backward(grad_out: Tensor, out: Tensor, x: Tensor, weight: Tensor, negative
     grad_x, grad_w, grad_b = empty(), empty(), empty()
     # dx = (g ⊙ m) @ W ;  dW = (g ⊙ m)^T @ x, whose row sums are db. Slope 1 (a plain Linear): m = 1,
     # so the GEMMs skip reading out.
-    mask = out if negative_slope != 1 else None
+    mask, mask_t = (out, out.T) if negative_slope != 1 else (None, None)
     if needs_x_grad:
         grad_x = torch.empty_like(x)
         launch_fused_matmul(grad_out, weight, grad_x, mask_a=mask, slope=negative_slope)
     if needs_weight_grad or needs_bias_grad:
         grad_w = torch.empty_like(weight)  # the bias gradient comes with the weight GEMM
         grad_b = torch.empty(weight.shape[0] if needs_bias_grad else 0, device=x.device, dtype=x.dtype)
-        launch_fused_matmul(grad_out.T, x, grad_w, mask_a=mask.T if mask is not None else None, slope=negative_slope,
+        launch_fused_matmul(grad_out.T, x, grad_w, mask_a=mask_t, slope=negative_slope,
                             rowsum=grad_b if needs_bias_grad else None)
     return grad_x, grad_w, grad_b
 

@@ -220,7 +220,15 @@ def test_background_writer_keeps_order_and_after_a_failure_skips_the_rest_and_ra
             writer.submit(lambda: done.append(4))
     finally:
         writer.close()
-    assert done == [1, 2]
+    assert done == [1, 2] and isinstance(writer.failure, OSError)
+
+
+def test_background_writer_close_finishes_what_was_submitted():
+    writer, done = artifacts.BackgroundWriter(pending=1), []
+    for i in range(3):  # more than `pending`: submit waits for room
+        writer.submit(lambda i=i: (time.sleep(0.05), done.append(i)))
+    writer.close()
+    assert done == [0, 1, 2] and writer.failure is None
 
 
 def test_snapshot_is_a_copy_that_training_can_no_longer_change():
@@ -231,3 +239,6 @@ def test_snapshot_is_a_copy_that_training_can_no_longer_change():
     rng.zero_()
     assert torch.equal(copy["G"]["w"], torch.zeros(3)) and torch.equal(copy["rng"][0], torch.ones(2))
     assert copy["betas"] == (0.5, 0.9) and copy["step"] == 3
+    state = torch.nn.BatchNorm1d(2).state_dict()  # an OrderedDict whose _metadata load_state_dict reads
+    copy = artifacts.snapshot(state)
+    assert type(copy) is type(state) and copy._metadata == state._metadata and list(copy) == list(state)
