@@ -107,6 +107,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(tiny_mnist, in_tmp):
         engine.Engine.step = original
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batch"], checkpoint["step"]) == (0, 5, 5) and calls == [0, 1, 2, 3, 4]
+    assert (run / "losses.png").is_file()  # drawn at the stop: no epoch had ended
     assert main(["--resume", "auto", "--out", str(run)]) == 0
     assert_same_run(in_tmp / "straight", run)
 
