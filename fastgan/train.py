@@ -184,7 +184,8 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
     drawn_at = -math.inf  # when losses.png was last drawn
 
     def draw_losses() -> None:
-        """losses.png, from the logs as they are now; matplotlib (~2 s to import) runs on the writer's thread."""
+        """losses.png, from the logs as they are now, drawn on the writer's thread (the first drawing,
+        with matplotlib's import, took 0.8 s on the 2-core CPU machine)."""
         nonlocal drawn_at
         losses, evals = loss_log.read(), eval_log.read() if eval_log is not None else None
         writer.submit(lambda: artifacts.plot_losses(losses, run_dir / "losses.png", f"{cfg.gan} / {cfg.arch}", evals))
@@ -325,8 +326,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3 if writer.failure is None else write_failed(writer.failure, run_dir)
     except OSError as e:  # a full disk, a vanished folder: the previous checkpoint is intact
         return write_failed(e, run_dir)
-    if writer.failure is not None:  # an interrupted run's last write
-        return write_failed(writer.failure, run_dir)
     return 0
 
 
