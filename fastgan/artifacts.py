@@ -53,9 +53,10 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 class BackgroundWriter:
     """File writes on one worker thread, in the order submitted. After a write fails, the later ones
-    are skipped, so the disk keeps what the last good write left, and the failure is raised in the
-    caller's thread by the next submit() or flush(). At most `pending` writes wait (each may hold a
-    checkpoint's copy of the weights): past that, submit() waits for the disk."""
+    are skipped, so the disk keeps what the last good write left; the caller reads `failure` where it
+    chooses (the trainer: at each checkpoint, where all processes agree) and flush() raises it. At
+    most `pending` writes wait (each may hold a checkpoint's copy of the weights): past that, submit()
+    waits for the disk."""
 
     def __init__(self, pending: int = 4):
         self._jobs: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize=pending)
@@ -74,13 +75,13 @@ class BackgroundWriter:
                 self._jobs.task_done()
 
     def submit(self, job: Callable[[], Any]) -> None:
-        self._raise_failure()
         self._jobs.put(job)
 
     def flush(self) -> None:
         """Wait for every submitted write; raise the failure, if one failed."""
         self._jobs.join()
-        self._raise_failure()
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
         """Finish the pending writes (or skip them after a failure) and stop the thread; raises nothing
@@ -90,12 +91,8 @@ class BackgroundWriter:
 
     @property
     def failure(self) -> BaseException | None:
-        """The write that failed, if one did."""
+        """The write that failed, if one did (so far)."""
         return self._error
-
-    def _raise_failure(self) -> None:
-        if self._error is not None:
-            raise self._error
 
 
 def snapshot(obj: Any) -> Any:

@@ -9,6 +9,7 @@ Exit status: 0 done (or stopped cleanly by SIGTERM/SIGINT), 1 a write failed (di
 """
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
@@ -137,8 +138,8 @@ def restore_rng(checkpoint: dict[str, Any], seed: int, rank: int) -> None:
 # --- the run --------------------------------------------------------------------------------------
 def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, checkpoint: dict[str, Any] | None,
           stop: StopRequest, writer: artifacts.BackgroundWriter) -> None:
-    """The run; checkpoints, grids and the loss plot go to disk through `writer`, which raises a failed
-    write at its next use (the next write of any kind, a stop, or the end)."""
+    """The run; checkpoints, grids and the loss plot go to disk through `writer`; a failed write ends the
+    run at the next checkpoint (on every process), at a stop, or at the end."""
     main_process = accelerator.is_main_process
     set_seed(cfg.seed, device_specific=True)  # noise differs across ranks; DDP syncs the initial weights
 
@@ -169,8 +170,15 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
 
     def save(epochs_done: int, batches_done: int) -> None:
         """Checkpoint the position (epochs_done, global batches done in the next) = step; never a
-        diverged state. Called by every process at the same step (it gathers their RNG states)."""
-        if accelerator.reduce(engine.finite().float(), reduction="mean").item() < 1:  # host sync, per checkpoint
+        diverged state. Called by every process at the same step (it gathers their RNG states); all
+        of them learn here whether the main process's writes failed, so none waits for a dead peer."""
+        health = torch.stack([engine.finite().float(),
+                              torch.tensor(float(writer.failure is not None), device=accelerator.device)])
+        finite, write_failed = accelerator.reduce(health, reduction="mean").tolist()  # host sync, per checkpoint
+        if write_failed > 0:
+            writer.flush()  # the main process: raises the failure
+            raise OSError(errno.EIO, "the main process could not write the run's files")
+        if finite < 1:
             raise Diverged(f"non-finite weights at step {step}")
         rng = gather_object([artifacts.rng_state()])
         if main_process:

@@ -21,13 +21,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchrun(*args, nproc=2, cwd=None):
+def torchrun(*args, nproc=2, cwd=None, succeeds=True):
     """torchrun on loopback; ACCELERATE_USE_CPU=1 makes Accelerate pick the CPU and gloo."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                              "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args],
                             capture_output=True, text=True, env=env, cwd=cwd, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.returncode == 0) == succeeds, result.stderr[-3000:]
     return result
 
 
@@ -66,3 +66,17 @@ def test_two_process_run_leaves_one_set_of_artefacts_and_resumes_in_one(tiny_mni
     os.chdir(tmp_path)
     assert main(["--resume", str(run / "checkpoint.pt"), "--epochs", "2"]) == 0
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 8 + 256 // 16
+
+
+def test_a_failed_write_on_the_main_process_ends_every_process(tiny_mnist, tmp_path):
+    """The main process writes in the background; its failure must reach the other process at the
+    next checkpoint, not leave it waiting at a collective until the timeout."""
+    run = tmp_path / "run"
+    (run / "checkpoint.pt.new").mkdir(parents=True)  # the checkpoint's rename onto it fails
+    (run / "checkpoint.pt.new" / "keep").touch()
+    result = torchrun("-m", "fastgan.train", "--data-dir", str(tiny_mnist), "--out", str(run), "--resume", "auto",
+                      "--batch-size", "16", "--epochs", "3", "--log-every", "2", "--gan", "gan", cwd=tmp_path,
+                      succeeds=False)
+    assert "the main process could not write" in result.stderr  # rank 1
+    assert "while writing" in result.stderr and "checkpoint.pt.new" in result.stderr  # rank 0, the real error
+    assert not (run / "checkpoint.pt").exists()

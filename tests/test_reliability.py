@@ -203,7 +203,7 @@ def test_more_refusals(argv, message, in_tmp, capsys):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
 
 
-def test_background_writer_keeps_order_and_after_a_failure_skips_the_rest_and_raises():
+def test_background_writer_keeps_order_and_after_a_failure_skips_the_rest_and_flush_raises():
     writer, done, gate = artifacts.BackgroundWriter(), [], threading.Event()
 
     def fill_the_disk():
@@ -217,8 +217,9 @@ def test_background_writer_keeps_order_and_after_a_failure_skips_the_rest_and_ra
         gate.set()
         with pytest.raises(OSError, match="No space left"):
             writer.flush()
+        writer.submit(lambda: done.append(4))  # skipped too
         with pytest.raises(OSError, match="No space left"):
-            writer.submit(lambda: done.append(4))
+            writer.flush()
     finally:
         writer.close()
     assert done == [1, 2] and isinstance(writer.failure, OSError)
