@@ -26,11 +26,10 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 
 import kernels.adam
-from fastgan import artifacts
+from fastgan import artifacts, models
 from fastgan.artifacts import CheckpointError
 from fastgan.config import Config, resolve
 from fastgan.data import ResidentLoader
-from fastgan import models
 from fastgan.models import build_models
 from fastgan.penalties import analytic_penalty
 from fastgan.variants import VARIANTS

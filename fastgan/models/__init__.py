@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 ARCHS = ("mlp", "conv")
 
 
-def noise(n: int, z_dim: int, device: torch.device | str | None = None,
+def noise(n: int, dim: int, device: torch.device | str | None = None,
           generator: torch.Generator | None = None) -> Tensor:
-    """G's noise, z ~ U[-1, 1] (n, z_dim): drawn where `generator` lives (a seeded CPU generator
-    gives the same grid on any device), else on `device` in one kernel; returned on `device`."""
+    """U[-1, 1] inputs of G, (n, dim): its noise z, infogan's continuous codes. Drawn where
+    `generator` lives (a seeded CPU generator gives the same grid on any device), else on `device`
+    in one kernel; returned on `device`."""
     where = generator.device if generator is not None else device
-    return torch.empty(n, z_dim, device=where).uniform_(-1, 1, generator=generator).to(device)
+    return torch.empty(n, dim, device=where).uniform_(-1, 1, generator=generator).to(device)
 
 
 def build_models(arch: str, variant: "Variant", z_dim: int) -> tuple[nn.Module, nn.Module]:

@@ -7,6 +7,7 @@ its own step. The adversarial output is the named `score`, never a column of a p
 import torch
 import torch.nn.functional as F
 
+from fastgan.models import noise
 from fastgan.models.heads import N_CLASSES, one_hot
 from fastgan.variants.base import Variant, gan_d_loss, gan_g_loss
 
@@ -29,7 +30,7 @@ class InfoGAN(Variant):
 
     def latent(self, z, y):
         c_cat = torch.randint(N_CLASSES, (z.shape[0],), device=z.device)
-        c_cont = torch.empty(z.shape[0], self.cfg.n_cont, device=z.device, dtype=z.dtype).uniform_(-1, 1)
+        c_cont = noise(z.shape[0], self.cfg.n_cont, z.device)
         return self.codes_latent(z, c_cat, c_cont), {"c_cat": c_cat, "c_cont": c_cont}
 
     def info_loss(self, out, codes):
