@@ -257,6 +257,14 @@ class Engine:
                 G.train()
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The saved moments and step counts under this run's hyperparameters: lr and betas as resolved
+    (--resume may change them) and the flags of this device (capturable on CUDA), not the saved ones."""
+    groups = [fresh | {"params": old["params"]}
+              for fresh, old in zip(opt.state_dict()["param_groups"], saved["param_groups"], strict=True)]
+    opt.load_state_dict(saved | {"param_groups": groups})
+
+
 def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | None = None,
                  compile_backend: str = "inductor") -> Engine:
     """The variant, its networks and optimizers, restored from `state` (a checkpoint) if given,
@@ -273,8 +281,8 @@ def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | 
         try:
             G.load_state_dict(state["G"])
             D.load_state_dict(state["D"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
+            load_optimizer_state(opt_g, state["opt_g"])
+            load_optimizer_state(opt_d, state["opt_d"])
             variant.load_state_dict(state["variant"])
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0]

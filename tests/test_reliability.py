@@ -112,6 +112,17 @@ def test_mid_epoch_checkpoint_resumes_exactly(tiny_mnist, in_tmp):
     assert_same_run(in_tmp / "straight", run)
 
 
+def test_resume_trains_on_with_the_learning_rate_and_betas_given(tiny_mnist, in_tmp):
+    run = in_tmp / "run"
+    assert main(args(tiny_mnist, run, "--epochs", "1", "--checkpoint-every", "0")) == 0
+    assert main(["--resume", str(run / "checkpoint.pt"), "--epochs", "2", "--lr-g", "3e-5", "--beta1", "0.25"]) == 0
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    (g_group,), (d_group,) = checkpoint["opt_g"]["param_groups"], checkpoint["opt_d"]["param_groups"]
+    assert (g_group["lr"], g_group["betas"]) == (3e-5, (0.25, 0.999))
+    assert (d_group["lr"], d_group["betas"]) == (2e-4, (0.25, 0.999))  # began's lr_d, the new beta1
+    assert all(state["step"].item() == 16 for state in checkpoint["opt_g"]["state"].values())  # moments carried on
+
+
 def test_truncated_checkpoint_is_refused_and_auto_falls_back(tiny_mnist, in_tmp, capsys, caplog):
     run = in_tmp / "run"
     assert main(args(tiny_mnist, run, "--epochs", "2", "--checkpoint-every", "0")) == 0
