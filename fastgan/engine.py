@@ -247,13 +247,14 @@ class Engine:
     @torch.no_grad()
     def samples(self, latent: Tensor) -> Tensor:
         """Images for a latent from G (its moving average if kept), in eval mode (BatchNorm running
-        statistics)."""
-        G = self.G_ema if self.G_ema is not None else self.G
+        statistics). Unwrapped: only the main process draws grids, and DDP's forward would broadcast
+        G's buffers to processes that are not there."""
+        G = self.G_ema if self.G_ema is not None else self.accelerator.unwrap_model(self.G)
         G.eval()
         try:
             return G(latent).float()
         finally:
-            if G is self.G:
+            if G is not self.G_ema:
                 G.train()
 
 

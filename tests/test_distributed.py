@@ -51,10 +51,11 @@ def test_two_processes_train_like_one_with_the_global_batch(gan, backend, tmp_pa
         torch.testing.assert_close(ranks[0]["k"], one["k"], rtol=1e-9, atol=1e-15)
 
 
-def test_two_process_run_leaves_one_set_of_artefacts_and_resumes_in_one(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("arch", ["mlp", "conv"])  # conv: G has BatchNorm buffers, which DDP broadcasts
+def test_two_process_run_leaves_one_set_of_artefacts_and_resumes_in_one(arch, tiny_mnist, tmp_path):
     run = tmp_path / "run"
     torchrun("-m", "fastgan.train", "--data-dir", str(tiny_mnist), "--out", str(run), "--batch-size", "16",
-             "--epochs", "1", "--log-every", "2", "--gan", "began", cwd=tmp_path)
+             "--epochs", "1", "--log-every", "2", "--gan", "began", "--arch", arch, cwd=tmp_path)
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "losses.csv", "losses.png",
                                                       "progress.gif", "samples"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png"]
