@@ -126,6 +126,11 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if cfg.batch_size == 1 and (cfg.arch == "conv" or cfg.gan == "ebgan"):
+        why = "the conv networks' BatchNorm" if cfg.arch == "conv" else "ebgan's pull-away term"
+        raise ConfigError(f"--batch-size 1: {why} needs at least 2 samples per batch (per process)")
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**31):
+        raise ConfigError(f"--seed must be an integer in [0, 2**31), got {cfg.seed}")
     if not (isinstance(cfg.eval_every, int) and cfg.eval_every >= 0):
         raise ConfigError(f"--eval-every must be an integer >= 0, got {cfg.eval_every}")
     if not 0 <= cfg.ema_decay < 1:

@@ -132,14 +132,15 @@ def restore_rng(checkpoint: dict[str, Any], seed: int, rank: int) -> None:
     if rank < len(states):
         artifacts.set_rng_state(states[rank])
     else:
-        set_seed(seed + 1_000_003 * checkpoint["step"] + rank)
+        set_seed((seed + 1_000_003 * checkpoint["step"] + rank) % 2**31)  # numpy takes seeds below 2**32
 
 
 # --- the run --------------------------------------------------------------------------------------
-def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, checkpoint: dict[str, Any] | None,
-          stop: StopRequest, writer: artifacts.BackgroundWriter) -> None:
+def train(cfg: Config, split: Split, test_split: Split | None, accelerator: Accelerator, run_dir: Path,
+          checkpoint: dict[str, Any] | None, stop: StopRequest, writer: artifacts.BackgroundWriter) -> None:
     """The run; checkpoints, grids and the loss plot go to disk through `writer`; a failed write ends the
-    run at the next checkpoint (on every process), at a stop, or at the end."""
+    run at the next checkpoint (on every process), at a stop, or at the end. test_split: what --eval-every
+    scores against (on the main process)."""
     main_process = accelerator.is_main_process
     set_seed(cfg.seed, device_specific=True)  # noise differs across ranks; DDP syncs the initial weights
 
@@ -161,7 +162,7 @@ def train(cfg: Config, split: Split, accelerator: Accelerator, run_dir: Path, ch
         loss_log = artifacts.LossLog(run_dir / "losses.csv", [*columns, "images_per_s"], resume_step=step)
     evaluator = eval_log = None
     if cfg.eval_every and main_process:
-        evaluator = Evaluator(split, load_split(cfg.dataset, "test", cfg.data_dir), accelerator.device)
+        evaluator = Evaluator(split, test_split, accelerator.device)
         eval_log = artifacts.LossLog(run_dir / "eval.csv", list(Metrics.__dataclass_fields__), resume_step=step)
     accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items() if v is not None})
     log.info("%s/%s on %s (%s mode, kernels %s): %d training images, %d steps per epoch, run dir %s%s",
@@ -305,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(split) < cfg.batch_size * state.num_processes:
             per = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
             raise ConfigError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({len(split)} images)")
+        # the held-out split --eval-every scores against, checked now rather than after the first epochs
+        test_split = main_first(state, lambda: load_split(cfg.dataset, "test", cfg.data_dir)
+                                if cfg.eval_every and state.is_main_process else None)
         try:
             accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, project_dir=run_dir,
                                       log_with="tensorboard" if cfg.log_with == "tensorboard" else None)
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop, writer = StopRequest(), artifacts.BackgroundWriter()
     try:
         try:
-            train(cfg, split, accelerator, run_dir, checkpoint, stop, writer)
+            train(cfg, split, test_split, accelerator, run_dir, checkpoint, stop, writer)
         finally:
             stop.restore()  # a Ctrl-C from here on interrupts at once
             writer.close()  # the writes still queued are finished first: a diverged run keeps its last good checkpoint

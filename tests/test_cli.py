@@ -53,6 +53,10 @@ REFUSALS = [
     (["--resume", "missing.pt"], "--resume missing.pt: no such file"),
     (["--kernels", "cuda"], "unknown --kernels 'cuda'"),
     (["--mode", "turbo"], "unknown --mode 'turbo'"),
+    (["--seed", "-1"], "--seed must be an integer in [0, 2**31), got -1"),
+    (["--seed", "5000000000"], "--seed must be an integer in [0, 2**31)"),
+    (["--arch", "conv", "--batch-size", "1"], "--batch-size 1: the conv networks' BatchNorm needs at least 2"),
+    (["--gan", "ebgan", "--batch-size", "1"], "--batch-size 1: ebgan's pull-away term needs at least 2"),
 ]
 
 
@@ -81,6 +85,17 @@ def test_broken_data_dir_is_refused(tiny_mnist, tmp_path, capsys):
         (broken / f.name).write_bytes(f.read_bytes()[:-1] if f.name.startswith("train-images") else f.read_bytes())
     assert main(["--data-dir", str(broken)]) == 2
     assert "train-images-idx3-ubyte: truncated or padded" in capsys.readouterr().err
+
+
+def test_eval_every_without_a_test_split_is_refused_before_the_run_starts(tiny_mnist, tmp_path, in_tmp, capsys):
+    train_only = tmp_path / "train_only"
+    train_only.mkdir()
+    for f in tiny_mnist.glob("train-*"):
+        (train_only / f.name).write_bytes(f.read_bytes())
+    assert main(tiny_args(train_only, in_tmp / "run", "--eval-every", "1")) == 2
+    err = capsys.readouterr().err
+    assert "t10k-images-idx3-ubyte" in err and err.count("\n") == 1
+    assert not (in_tmp / "run").exists()
 
 
 def test_existing_run_directory_is_not_overwritten(tiny_mnist, in_tmp, capsys):
