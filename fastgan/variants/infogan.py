@@ -48,20 +48,28 @@ class InfoGAN(Variant):
         return gan_g_loss(out.score) + self.info_loss(out, codes), {}
 
     def grid_latents(self, z):
-        """Columns: the categorical code; rows: noise. Then, per continuous code, a sweep from −1
-        to 1 along the columns, one row per category (noise row r for category r)."""
+        """Columns: the categorical code; rows: noise. Then the continuous codes' sweeps of the first
+        ten noise vectors, one category per row."""
         z10 = z[:N_CLASSES]
         cats = torch.arange(N_CLASSES, device=z.device)
         zeros = torch.zeros(N_CLASSES * N_CLASSES, self.cfg.n_cont, device=z.device, dtype=z.dtype)
-        grids = {"": (self.codes_latent(z10.repeat_interleave(N_CLASSES, 0), cats.repeat(N_CLASSES), zeros), N_CLASSES)}
-        sweep = torch.linspace(-1, 1, N_CLASSES, device=z.device, dtype=z.dtype).repeat(N_CLASSES)
-        for j in range(self.cfg.n_cont):
-            c_cont = zeros.clone()
-            c_cont[:, j] = sweep
-            latent = self.codes_latent(z10.repeat_interleave(N_CLASSES, 0), cats.repeat_interleave(N_CLASSES), c_cont)
-            grids[f"cont{j + 1}"] = (latent, N_CLASSES)
-        return grids
+        grid = self.codes_latent(z10.repeat_interleave(N_CLASSES, 0), cats.repeat(N_CLASSES), zeros)
+        return {"": (grid, N_CLASSES), **self.code_sweeps(z10, N_CLASSES)}
 
     def interpolation_latents(self, z_from, z_to, steps):
-        """Along each continuous code (the codes are what infoGAN makes meaningful)."""
-        return {name: grid for name, grid in self.grid_latents(z_from).items() if name}
+        """Along each continuous code (the codes are what infoGAN makes meaningful), from z_from."""
+        return self.code_sweeps(z_from, steps)
+
+    def code_sweeps(self, z, steps):
+        """Per continuous code, a grid sweeping it from −1 to 1 over `steps` columns, the others at 0;
+        row r: noise z[r], category r mod 10."""
+        rows = len(z)
+        z_rows = z.repeat_interleave(steps, 0)
+        cats = (torch.arange(rows, device=z.device) % N_CLASSES).repeat_interleave(steps)
+        sweep = torch.linspace(-1, 1, steps, device=z.device, dtype=z.dtype).repeat(rows)
+        grids = {}
+        for j in range(self.cfg.n_cont):
+            c_cont = torch.zeros(rows * steps, self.cfg.n_cont, device=z.device, dtype=z.dtype)
+            c_cont[:, j] = sweep
+            grids[f"cont{j + 1}"] = (self.codes_latent(z_rows, cats, c_cont), steps)
+        return grids
