@@ -241,6 +241,7 @@ def evaluate_run(target: str | Path, n: int = 10_000, data_dir: str | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     from fastgan import artifacts
+    from fastgan.config import ConfigError
     from fastgan.data import DataError
 
     parser = argparse.ArgumentParser(prog="fastgan.evaluate", description=__doc__.split("\n\n")[0])
@@ -252,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: --samples must be at least 2, got {args.samples}\n")
     try:
         result, floor, run_dir = evaluate_run(args.run, args.samples, args.data_dir)
-    except (artifacts.CheckpointError, DataError) as e:
+    except (artifacts.CheckpointError, ConfigError, DataError) as e:  # ConfigError: the saved settings no longer resolve
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(format_table({run_dir.name: result}, floor))
     print(f"metrics.json written to {run_dir}")

@@ -15,6 +15,7 @@ import torch
 from accelerate import Accelerator
 
 from fastgan import artifacts
+from fastgan.config import ConfigError
 from fastgan.engine import load_engine
 from fastgan.models import noise
 
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: --rows must be positive and --steps at least 2\n")
     try:
         path, _, engine = load_engine(args.run, Accelerator())
-    except artifacts.CheckpointError as e:
+    except (artifacts.CheckpointError, ConfigError) as e:  # ConfigError: the saved settings no longer resolve
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     device = engine.accelerator.device
     generator = torch.Generator().manual_seed(args.seed)

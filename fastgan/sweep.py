@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fastgan import train
+from fastgan.config import ConfigError, resolve
 from fastgan.evaluate import Metrics, evaluate_run
 from fastgan.variants import VARIANTS
 
@@ -109,16 +110,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="sweep folder (default runs/sweep-<time>)")
     args = parser.parse_args(argv)
     gans = [g.strip() for g in args.gans.split(",") if g.strip()]
-    unknown = [g for g in gans if g not in VARIANTS]
-    if unknown or not gans:
-        parser.exit(2, f"{parser.prog}: error: unknown --gans {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}\n")
-    if args.epochs <= 0:
-        parser.exit(2, f"{parser.prog}: error: --epochs must be a positive integer, got {args.epochs}\n")
+    if not gans:
+        parser.exit(2, f"{parser.prog}: error: --gans names no variant; choose from {', '.join(VARIANTS)}\n")
+    if args.samples < 2:
+        parser.exit(2, f"{parser.prog}: error: --samples must be at least 2, got {args.samples}\n")
+    given = {"epochs": args.epochs, "arch": args.arch, "dataset": args.dataset, "data_dir": args.data_dir,
+             "batch_size": args.batch_size}
+    given = {k: v for k, v in given.items() if v is not None}
+    try:  # every variant's settings checked before the first one trains
+        for gan in gans:
+            resolve(given | {"gan": gan})
+    except ConfigError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    train_args = ["--epochs", str(args.epochs), "--arch", args.arch, "--dataset", args.dataset]
-    train_args += ["--data-dir", args.data_dir] if args.data_dir else []
-    train_args += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    train_args = [f"--{k.replace('_', '-')}={v}" for k, v in given.items()]
     rows, floor = [], None
     for gan in gans:
         print(f"fastgan.sweep: {gan} ({len(rows) + 1}/{len(gans)})", file=sys.stderr)

@@ -136,6 +136,19 @@ def test_interpolation_rows_walk_between_endpoints_with_the_label_fixed():
     assert torch.equal(grid[:, :, 96:].argmax(-1), torch.arange(3)[:, None].expand(3, 5))
 
 
+def test_infogan_interpolation_sweeps_each_code_over_the_rows_and_steps_asked_for():
+    variant = build_engine(resolve({"gan": "infogan"}), Accelerator(cpu=True)).variant
+    z_from = torch.randn(3, 96)
+    grids = variant.interpolation_latents(z_from, torch.randn(3, 96), 5)
+    assert list(grids) == ["cont1", "cont2"]
+    for j, (latent, nrow) in enumerate(grids.values()):
+        grid = latent.view(3, 5, -1)  # z (96), category (10), continuous codes (2)
+        assert nrow == 5 and torch.equal(grid[:, :, :96], z_from[:, None].expand(3, 5, 96))
+        assert torch.equal(grid[:, :, 96:106].argmax(-1), torch.arange(3)[:, None].expand(3, 5))
+        assert torch.equal(grid[:, :, 106 + j], torch.linspace(-1, 1, 5).expand(3, 5))
+        assert not grid[:, :, 106 + (1 - j)].any()
+
+
 def test_sample_command_writes_interpolation_grids(tiny_mnist, tmp_path, monkeypatch):
     from fastgan import sample
 
@@ -144,6 +157,38 @@ def test_sample_command_writes_interpolation_grids(tiny_mnist, tmp_path, monkeyp
     assert sample.main(["run", "--interpolate"]) == 0
     assert sorted(p.name for p in (tmp_path / "run" / "samples").glob("interpolate*")) == ["interpolate_cont1.png", "interpolate_cont2.png"]
     assert sample.main(["run"]) == 0 and (tmp_path / "run" / "samples" / "sample.png").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gans", "gan,bigan"], "unknown --gan 'bigan'"),
+    (["--gans", ","], "--gans names no variant"),
+    (["--samples", "1"], "--samples must be at least 2"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--gans", "gan,ebgan", "--batch-size", "1"], "--batch-size 1: ebgan's pull-away term needs at least 2"),
+    (["--arch", "resnet"], "unknown --arch 'resnet'"),
+])
+def test_sweep_refuses_bad_settings_before_training_anything(argv, message, tmp_path, monkeypatch, capsys):
+    from fastgan import sweep
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_and_sample_refuse_a_checkpoint_whose_settings_do_not_resolve(tiny_mnist, tmp_path, monkeypatch, capsys):
+    from fastgan import sample
+
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--data-dir", str(tiny_mnist), "--out", "run", "--batch-size", "128", "--epochs", "1"]) == 0
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    checkpoint["config"]["lr_g"] = -1.0  # e.g. written by another version with other rules
+    torch.save(checkpoint, "run/checkpoint.pt")
+    for command in (evaluate.main, sample.main):
+        with pytest.raises(SystemExit) as exit_:
+            command(["run"])
+        assert exit_.value.code == 2 and "--lr-g must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_sweep_writes_reports_with_their_images(tiny_mnist, tmp_path, monkeypatch):
