@@ -94,12 +94,17 @@ def _adam_kernel(p0, g0, m0, v0, s0, n0, p1, g1, m1, v1, s1, n1, p2, g2, m2, v2,
         _adam_block(p7, g7, m7, v7, s7, n7, pid - e6, lr, beta1, beta2, log_beta1, log_beta2, eps, BLOCK)
 
 
+def _log(beta: float) -> float:
+    """ln beta; -inf for beta 0, where the bias correction 1 - beta**step is 1."""
+    return math.log(beta) if beta > 0 else -math.inf
+
+
 def adam_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
               steps: list[Tensor], lr: float, beta1: float, beta2: float, eps: float) -> None:
     """One Adam step, in place, for contiguous float32 tensors on one device: steps += 1 (one
     multi-tensor add), then one launch per SLOTS tensors."""
     torch._foreach_add_(steps, 1)
-    hyper = (lr, beta1, beta2, math.log(beta1), math.log(beta2), eps)
+    hyper = (lr, beta1, beta2, _log(beta1), _log(beta2), eps)
     tensors = list(zip(params, grads, exp_avgs, exp_avg_sqs, steps))
     for first in range(0, len(tensors), SLOTS):
         chunk = tensors[first:first + SLOTS]
@@ -116,20 +121,23 @@ class Adam(torch.optim.Adam):
     custom ops on; any tensor under TRITON_INTERPRET=1), and torch's own step elsewhere or for
     options the kernel does not have (amsgrad, weight decay, maximize, tensor lr, a grad scaler)."""
 
-    def _kernel_applies(self, group: dict, params: list[Tensor], kwargs: dict) -> bool:
+    def _kernel_applies(self, group: dict, params: list[Tensor]) -> bool:
+        # A GradScaler (fp16) hands a fused optimizer its scale and inf flag as these two attributes,
+        # and leaves the unscaling and the skipping of overflowed steps to it.
+        scaled = getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
         plain = not (group["amsgrad"] or group["weight_decay"] or group["maximize"] or isinstance(group["lr"], Tensor)
-                     or kwargs)
+                     or scaled)
         return plain and bool(params) and use_custom_ops(params[0].device) and runs_triton(params[0]) and all(
             p.dtype == torch.float32 and p.is_contiguous() and p.grad.is_contiguous() and not p.grad.is_sparse
             for p in params)
 
     @torch.no_grad()
-    def step(self, closure=None, **kwargs):  # kwargs: grad_scale / found_inf from a GradScaler
+    def step(self, closure=None):
         if closure is not None:
             raise ValueError("fastgan's Adam takes no closure")
         with_grads = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
-        if not all(self._kernel_applies(group, params, kwargs) for group, params in zip(self.param_groups, with_grads)):
-            return super().step(**kwargs)
+        if not all(self._kernel_applies(group, params) for group, params in zip(self.param_groups, with_grads)):
+            return super().step()
         for group, params in zip(self.param_groups, with_grads):
             states = [self._state_for(p) for p in params]
             beta1, beta2 = group["betas"]

@@ -45,7 +45,7 @@ def fresh(steps=8):
 
 # beta2 = 0.999 (the default): 1 - beta2**step is 0.001 at step 1, where 1 - exp(step·ln beta2)
 # on the GPU's fast exp lost four digits (an H200 run); 0.9 does not test that.
-@pytest.mark.parametrize("betas", [(0.5, 0.999), (0.9, 0.9)])
+@pytest.mark.parametrize("betas", [(0.5, 0.999), (0.9, 0.9), (0.0, 0.9)])  # beta1 0: WGAN-GP's later papers
 def test_adam_matches_torch_adam(betas):
     params, grads = fresh()
     got, opt = run(Adam, params, grads, betas, fused=True, capturable=DEVICE == "cuda")
@@ -89,3 +89,26 @@ def test_the_kernel_ran_and_unsupported_options_fall_back(monkeypatch):
     expected, _ = run(torch.optim.Adam, params, grads, fused=True, amsgrad=True)
     for p, q in zip(got, expected):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("overflow", [False, True], ids=["finite", "overflow"])
+def test_under_a_grad_scaler_steps_are_unscaled_and_overflowed_ones_skipped(overflow):
+    """fp16 training: GradScaler gives a fused optimizer the scale and the inf flag and leaves the rest
+    to it; the step must be torch's fused Adam's (unscaled moments; nothing moves on an overflow)."""
+    params, (grads,) = fresh(steps=1)
+    results = []
+    for optimizer_class in (Adam, torch.optim.Adam):
+        ps = [p.clone().requires_grad_() for p in params]
+        opt = optimizer_class(ps, betas=(0.5, 0.999), **HYPER, fused=True)
+        scaler = torch.amp.GradScaler(DEVICE, init_scale=2.0 ** 16)
+        loss = sum((p * g).sum() for p, g in zip(ps, grads)) * (math.inf if overflow else 1)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        results.append((ps, opt))
+    (got, opt), (expected, ref_opt) = results
+    for p, q, p0 in zip(got, expected, params):
+        assert torch.equal(p, p0) if overflow else not torch.equal(p, p0)
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    for p, q in zip(got, expected):
+        torch.testing.assert_close(opt.state[p]["exp_avg"], ref_opt.state[q]["exp_avg"], rtol=1e-6, atol=0)
