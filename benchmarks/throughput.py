@@ -134,7 +134,8 @@ def reference_row(gan: str, arch: str, device: str, seconds: float) -> Row:
 
     accelerator = accelerator_for(device, "no")
     kernels.set_backend("torch")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    # PyTorch's defaults, the seed's: IEEE fp32 matmuls, TF32 convolutions
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
     cfg = resolve({"gan": gan, "arch": arch, "mode": "eager", "kernels": "torch", "batch_size": SEED_BATCH})
     engine = build_engine(cfg, accelerator)
     engine.opt_g = torch.optim.Adam(engine.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))

@@ -121,6 +121,21 @@ def test_graph_matches_eager(sample, name, arch, monkeypatch):
 
 
 @needs_cuda
+@pytest.mark.parametrize("name", ["gan", "wgan_gp"])  # wgan_gp: EMA only in the D+G graph
+def test_graph_keeps_the_moving_average_eager_keeps(sample, name):
+    """--ema-decay: the update is captured with the G step; the averaged weights after a few replays
+    are eager's (losses alone would not show it: nothing reads G_ema during training)."""
+    averages = []
+    for mode in ("graph", "eager"):
+        engine, loader = make(sample, name, mode, "cuda", ema_decay=0.9)
+        assert engine.mode == mode
+        losses(engine, loader, 2 * engine.n_critic + 1)
+        averages.append([p.detach().clone() for p in engine.G_ema.parameters()])
+    for graphed, eager in zip(*averages):
+        torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-6)
+
+
+@needs_cuda
 def test_graph_capture_at_a_large_batch():
     """Capture at batch 16,384: it failed on an H200 while a stale autograd stream could be pulled into
     the capture (warm-up snapshots cloned inside autograd)."""

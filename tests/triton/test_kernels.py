@@ -153,3 +153,39 @@ def test_tf32_forward():
         assert err < 5e-3  # tf32 keeps 10 mantissa bits
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@pytest.mark.parametrize("widths, batch", [((50, 30, 20), 19)] + ([] if INTERPRET else [((784, 256, 256), 64)]))
+def test_analytic_penalty_on_the_kernels_equals_double_backward(widths, batch):
+    """The kernels composed as the analytic penalty runs them (forward GEMMs, masked products, the row
+    norm, the backward chain) against autograd's double backward in float64 on the same fp32 weights."""
+    import kernels
+    from fastgan.penalties import gradient_penalty, mlp_gradient_penalty
+    from kernels.dispatch import runs_triton
+
+    sizes = [*widths, 1]
+    weights = [rand(n, k, dtype=torch.float32, scale=k ** -0.5).requires_grad_() for k, n in zip(sizes, sizes[1:])]
+    biases = [rand(n, dtype=torch.float32, scale=0.1).requires_grad_() for n in widths[1:]]
+    x = rand(batch, widths[0], dtype=torch.float32)
+    kernels.set_backend("triton")
+    try:
+        assert runs_triton(x)  # else this compares the reference with itself
+        penalty = mlp_gradient_penalty(x, [(w, b, 0.2) for w, b in zip(weights, biases)], weights[-1])
+        grads = torch.autograd.grad(penalty, weights)
+    finally:
+        kernels.set_backend("auto")
+    w64 = [w.detach().double().cpu().requires_grad_() for w in weights]
+    b64 = [b.detach().double().cpu() for b in biases]
+
+    def critic(v):
+        for w, b in zip(w64, b64):
+            v = torch.nn.functional.leaky_relu(v @ w.T + b, 0.2)
+        return (v @ w64[-1].T).squeeze(1)
+
+    reference = gradient_penalty(critic, x.double().cpu())
+    expected = torch.autograd.grad(reference, w64)
+    # P and its gradients are sums over the batch and every layer's width of fp32 products
+    reduction = batch * max(widths)
+    assert_close(penalty.cpu().reshape(1), reference.reshape(1), torch.float32, "penalty", reduction)
+    for i, (g, e) in enumerate(zip(grads, expected)):
+        assert_close(g.cpu(), e, torch.float32, f"dP/dW{i}", reduction)
