@@ -9,8 +9,10 @@ import contextlib
 import gzip
 import io
 import logging
+import math
 import socket
 import struct
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,7 +71,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:  # gzip reports a truncated stream as EOFError
+    except (OSError, EOFError, zlib.error) as e:  # gzip: a truncated stream is EOFError, corrupt data zlib.error
         raise DataError(f"{path}: cannot read ({e})") from None
     expected_magic = bytes([0, 0, 0x08, ndim])
     if raw[:4] != expected_magic:
@@ -78,7 +80,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: truncated header ({len(raw)} bytes)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    size = int(np.prod(dims))
+    size = math.prod(dims)  # Python ints: a forged header cannot overflow it
     if len(raw) - header != size:
         raise DataError(f"{path}: truncated or padded: header promises {size} data bytes {dims}, file has {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -91,9 +93,10 @@ def _idx_path(directory: Path, name: str) -> Path | None:
     return None
 
 
-def find_idx_dir(root: Path, dataset: str) -> Path | None:
-    """The folder under `root` holding the IDX files: root itself or torchvision's <Class>/raw."""
-    for directory in (root, root / DATASETS[dataset] / "raw", root / DATASETS[dataset]):
+def find_idx_dir(root: Path, dataset: str, flat: bool = True) -> Path | None:
+    """The folder under `root` holding the IDX files: torchvision's <Class>/raw (or <Class>), or, if
+    `flat`, root itself (a folder of bare IDX files does not say which dataset it holds)."""
+    for directory in ((root,) if flat else ()) + (root / DATASETS[dataset] / "raw", root / DATASETS[dataset]):
         if _idx_path(directory, IDX_FILES["train"][0]) is not None:
             return directory
     return None
@@ -145,18 +148,20 @@ def _download(dataset: str, root: Path) -> None:
             for train in (True, False):
                 dataset_class(str(root), train=train, download=True)
     except BaseException:
-        # A failed download leaves no trace: remove the empty folders torchvision made for it.
+        # A failed download leaves no trace: a partial file would be found, and refused, next time.
         for path in sorted((p for p in [root, *root.rglob("*")] if p not in existed), key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError):
-                path.rmdir()
+                path.rmdir() if path.is_dir() else path.unlink()
         raise
     finally:
         socket.setdefaulttimeout(timeout)
 
 
-def load_split(dataset: str, split: str = "train", data_dir: str | Path | None = None, download_root: str | Path = "data") -> Split:
-    """An explicit data_dir must hold the data (never silently replaced); otherwise ./data, then a
-    download into ./data, then (mnist only) the bundled sample with a warning."""
+def data_source(dataset: str, data_dir: str | Path | None = None, download_root: str | Path = "data") -> Path | None:
+    """Where the dataset is read from: its IDX folder, or None for the bundled sample. An explicit
+    data_dir must hold the data (never silently replaced); otherwise download_root in torchvision's
+    layout, then a download into it, then (mnist only) the bundled sample with a warning. Decided once
+    per run (by the main process: every process must read the same data)."""
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     if data_dir is not None:
@@ -166,11 +171,11 @@ def load_split(dataset: str, split: str = "train", data_dir: str | Path | None =
         directory = find_idx_dir(root, dataset)
         if directory is None:
             raise DataError(f"--data-dir {root}: no {IDX_FILES['train'][0]}[.gz] there or in {DATASETS[dataset]}/raw")
-        return read_idx_split(directory, split)
+        return directory
     root = Path(download_root)
-    directory = find_idx_dir(root, dataset)
+    directory = find_idx_dir(root, dataset, flat=False)
     if directory is not None:
-        return read_idx_split(directory, split)
+        return directory
     try:
         if (dataset, root) in _FAILED_DOWNLOADS:  # tried once in this process already: do not retry
             raise RuntimeError(_FAILED_DOWNLOADS[(dataset, root)])
@@ -183,8 +188,18 @@ def load_split(dataset: str, split: str = "train", data_dir: str | Path | None =
             log.warning("MNIST could not be downloaded (%s): using the bundled SAMPLE of 10,000 real MNIST digits "
                         "(9,001 train / 999 test), not the full 70,000. Pass --data-dir for the full set.", reason)
             _FAILED_DOWNLOADS[(dataset, root)] = reason
-        return bundled_sample(split)
-    return read_idx_split(find_idx_dir(root, dataset), split)
+        return None
+    return find_idx_dir(root, dataset, flat=False)
+
+
+def read_split(source: Path | None, split: str) -> Split:
+    """A split from a data_source(): its IDX folder, or the bundled sample for None."""
+    return bundled_sample(split) if source is None else read_idx_split(source, split)
+
+
+def load_split(dataset: str, split: str = "train", data_dir: str | Path | None = None, download_root: str | Path = "data") -> Split:
+    """data_source() then read_split(), for one process."""
+    return read_split(data_source(dataset, data_dir, download_root), split)
 
 
 # --- the device-resident loader -------------------------------------------------------------------

@@ -222,13 +222,14 @@ def evaluate_run(target: str | Path, n: int = 10_000, data_dir: str | None = Non
     from accelerate import Accelerator
 
     from fastgan import artifacts
-    from fastgan.data import load_split
+    from fastgan.data import data_source, read_split
     from fastgan.engine import load_engine
 
     accelerator = Accelerator()
     path, checkpoint, engine = load_engine(target, accelerator)
     cfg = checkpoint["config"]
-    train, test = (load_split(cfg["dataset"], split, data_dir or cfg["data_dir"]) for split in ("train", "test"))
+    source = data_source(cfg["dataset"], data_dir or cfg["data_dir"])
+    train, test = read_split(source, "train"), read_split(source, "test")
     model = load_classifier(train.images, train.labels, accelerator.device)
     floor, test_feats = real_floor(model, train.images, test.images, n)
     result = evaluate_engine(engine, model, test_feats, n)

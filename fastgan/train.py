@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 import kernels
 from fastgan import artifacts
 from fastgan.config import MODEL_KEYS, Config, ConfigError, parse_args, resolve
-from fastgan.data import DataError, ResidentLoader, Split, load_split
+from fastgan.data import DataError, ResidentLoader, Split, data_source, read_split
 from fastgan.engine import build_engine
 from fastgan.evaluate import Evaluator, Metrics
 from fastgan.models import noise
@@ -302,13 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.setLevel(logging.WARNING)
         run_dir = main_first(state, lambda: run_directory(cfg, explicit, resuming=checkpoint is not None), share=True)
         cfg.out = str(run_dir)  # what config.json and the checkpoint record
-        split = main_first(state, lambda: load_split(cfg.dataset, "train", cfg.data_dir))
+        # One choice of data for every process, made (and downloaded) by the main process
+        source = main_first(state, lambda: data_source(cfg.dataset, cfg.data_dir), share=True)
+        split = main_first(state, lambda: read_split(source, "train"))
         if len(split) < cfg.batch_size * state.num_processes:
             per = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
             raise ConfigError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({len(split)} images)")
         # the held-out split --eval-every scores against, checked now rather than after the first epochs
-        test_split = main_first(state, lambda: load_split(cfg.dataset, "test", cfg.data_dir)
-                                if cfg.eval_every and state.is_main_process else None)
+        test_split = main_first(state, lambda: read_split(source, "test") if cfg.eval_every and state.is_main_process
+                                else None)
         try:
             accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, project_dir=run_dir,
                                       log_with="tensorboard" if cfg.log_with == "tensorboard" else None)

@@ -1,4 +1,7 @@
 """IDX reading, source selection, the bundled sample's split, and the device-resident loader."""
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -51,6 +54,20 @@ def test_truncated_gzip(tmp_path):
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: cannot read"):
         load_split("mnist", "train", d)
+
+
+def test_corrupt_gzip_and_a_forged_header_are_refused_in_one_line(tmp_path):
+    d = write_mnist_dir(tmp_path, 10, 10, compress=True)
+    path = d / "train-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[20:40] = bytes(20)  # inside the deflate stream
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: cannot read"):
+        load_split("mnist", "train", d)
+    forged = tmp_path / "forged-idx3-ubyte"
+    forged.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 2**22, 2**21, 2**21))  # 2**64 bytes promised
+    with pytest.raises(DataError, match=r"header promises 18446744073709551616 data bytes"):
+        read_idx(forged, 3)
 
 
 def test_empty_file(tmp_path):
@@ -116,6 +133,33 @@ def test_local_data_folder_is_used_before_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_download", lambda *a: pytest.fail("./data holds the set: no download"))
     write_mnist_dir(tmp_path / "FashionMNIST" / "raw", 30, 10)
     assert len(load_split("fashion-mnist", "train", download_root=tmp_path)) == 30
+
+
+def test_bare_idx_files_in_the_default_folder_are_not_taken_for_a_dataset(tmp_path, monkeypatch):
+    """./data/*.idx does not say what it holds (fashion-mnist read MNIST from it): only torchvision's
+    layout there, <Class>/raw, where its download puts it."""
+    monkeypatch.setattr(data, "_download", offline)
+    write_mnist_dir(tmp_path, 30, 10)
+    with pytest.raises(DataError, match="fashion-mnist is not in"):
+        load_split("fashion-mnist", "train", download_root=tmp_path)
+
+
+def test_a_failed_download_leaves_no_partial_file_behind(tmp_path, monkeypatch):
+    import torchvision
+
+    class HalfDownloaded:
+        def __init__(self, root, train, download):
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
+            raise TimeoutError("timed out")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", HalfDownloaded)
+    monkeypatch.setattr(data, "_FAILED_DOWNLOADS", {})
+    assert "bundled" in load_split("mnist", "train", download_root=tmp_path / "data").source
+    assert not (tmp_path / "data").exists()
+    data._FAILED_DOWNLOADS.clear()  # a new process: it tries again, and falls back again
+    assert "bundled" in load_split("mnist", "train", download_root=tmp_path / "data").source
 
 
 def test_a_successful_download_is_read_from_disk(tmp_path, monkeypatch):

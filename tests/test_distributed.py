@@ -1,5 +1,6 @@
 """Data parallelism on CPU processes (gloo), launched as users launch it. Run alone with
 `pytest -m distributed`; each test starts two training processes."""
+import json
 import os
 import socket
 import subprocess
@@ -67,6 +68,27 @@ def test_two_process_run_leaves_one_set_of_artefacts_and_resumes_in_one(arch, ti
     os.chdir(tmp_path)
     assert main(["--resume", str(run / "checkpoint.pt"), "--epochs", "2"]) == 0
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 8 + 256 // 16
+
+
+def test_every_process_trains_on_the_data_the_main_process_chose(tmp_path):
+    """No --data-dir: the main process decides (downloading if it can); the others read what it chose,
+    even if a download would have worked for them (here it does, for rank 1 only)."""
+    (tmp_path / "wrap.py").write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from fastgan import data, train\n"
+        "from helpers import write_mnist_dir\n"
+        "def download(dataset, root):\n"
+        "    if os.environ['RANK'] != '1':\n"
+        "        raise RuntimeError('offline')\n"
+        "    write_mnist_dir(root / 'MNIST' / 'raw', 64, 10)\n"
+        "data._download = download\n"
+        "sys.exit(train.main(sys.argv[1:]))\n")
+    torchrun(str(tmp_path / "wrap.py"), "--out", "run", "--batch-size", "512", "--epochs", "1", "--log-every", "4",
+             cwd=tmp_path)
+    assert "bundled" in json.loads((tmp_path / "run" / "config.json").read_text())["data_source"]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 9001 // 1024
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_failed_write_on_the_main_process_ends_every_process(tiny_mnist, tmp_path):
