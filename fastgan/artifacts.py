@@ -29,20 +29,36 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed; the message is one line for the user."""
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: os.umask is process-wide, and files are written from a thread
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[Any]:
+    """Write to a temporary file beside `path`, flush it to disk, rename it over `path`, then make the
+    rename durable: a crash leaves the old file or the new one, never a torn one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the run unreadable to anyone else
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -127,7 +143,7 @@ def save_gif(frames: list[Path], path: Path, ms_per_frame: int = 400) -> None:
 
     if not frames:
         return
-    images = [Image.open(p).convert("P") for p in frames]
+    images = [Image.open(p).convert("L") for p in frames]  # "P" would map them to a web palette: 6 greys
     with atomic_write(path) as f:
         images[0].save(f, format="gif", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
@@ -225,18 +241,22 @@ CHECKPOINT, PREVIOUS, INCOMING = "checkpoint.pt", "checkpoint.prev.pt", "checkpo
 
 def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     """Write checkpoint.pt so that a crash at any instant leaves a loadable checkpoint behind: the new
-    file is complete on disk before it replaces the old, which is kept as checkpoint.prev.pt."""
+    file is complete on disk before it replaces the old, which is kept as checkpoint.prev.pt. The old
+    one becomes checkpoint.prev.pt by a hard link, so checkpoint.pt (the file the trainer tells users
+    to resume from) exists at every instant; without hard links, by a rename."""
     run_dir = Path(run_dir)
     with atomic_write(run_dir / INCOMING) as f:
         torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
     if (run_dir / CHECKPOINT).exists():
-        os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
+        staged = run_dir / f"{PREVIOUS}.new"
+        try:
+            staged.unlink(missing_ok=True)
+            os.link(run_dir / CHECKPOINT, staged)
+            os.replace(staged, run_dir / PREVIOUS)
+        except OSError:  # a filesystem without hard links
+            os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
     os.replace(run_dir / INCOMING, run_dir / CHECKPOINT)
-    fd = os.open(run_dir, os.O_RDONLY)  # make the renames themselves durable
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(run_dir)  # the renames themselves durable
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

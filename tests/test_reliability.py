@@ -1,13 +1,16 @@
 """A run survives SIGKILL, SIGTERM, a torn checkpoint, a full disk and a diverging loss without
 losing more than the last few steps, and never leaves a wrong result behind."""
 import errno
+import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -255,3 +258,45 @@ def test_snapshot_is_a_copy_that_training_can_no_longer_change():
     state = torch.nn.BatchNorm1d(2).state_dict()  # an OrderedDict whose _metadata load_state_dict reads
     copy = artifacts.snapshot(state)
     assert type(copy) is type(state) and copy._metadata == state._metadata and list(copy) == list(state)
+
+
+def test_checkpoint_pt_exists_at_every_instant_of_a_rotation(in_tmp, monkeypatch):
+    """A crash between the rotation's steps (here: just before the new file takes the name) still
+    leaves checkpoint.pt, the file the trainer names for --resume, and the newest state beside it."""
+    artifacts.save_checkpoint(in_tmp, {"step": 1})
+    artifacts.save_checkpoint(in_tmp, {"step": 2})
+    real_replace = artifacts.os.replace
+
+    def crash_before_the_last_rename(src, dst):
+        if str(dst).endswith(artifacts.CHECKPOINT):
+            raise KeyboardInterrupt  # the process dies here
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", crash_before_the_last_rename)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.save_checkpoint(in_tmp, {"step": 3})
+    monkeypatch.undo()
+    assert artifacts.load_checkpoint(in_tmp / artifacts.CHECKPOINT)["step"] == 2
+    assert artifacts.load_checkpoint(in_tmp / artifacts.PREVIOUS)["step"] == 2
+    assert artifacts.newest_checkpoint(in_tmp)[1]["step"] == 3  # checkpoint.pt.new, complete on disk
+
+
+def test_run_files_are_as_readable_as_the_umask_allows(in_tmp):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    artifacts.write_json(in_tmp / "config.json", {})
+    artifacts.save_checkpoint(in_tmp, {"step": 1})
+    for name in ("config.json", artifacts.CHECKPOINT):
+        assert stat.S_IMODE((in_tmp / name).stat().st_mode) == 0o666 & ~umask
+
+
+def test_the_progress_gif_keeps_every_grey_level(in_tmp):
+    from PIL import Image
+
+    ramp = torch.linspace(-1, 1, 28 * 28).view(1, 1, 28, 28)
+    frames = [in_tmp / f"epoch_{i}.png" for i in range(2)]
+    for frame in frames:
+        artifacts.save_grid(ramp, frame, 1)
+    artifacts.save_gif(frames, in_tmp / "progress.gif")
+    with Image.open(in_tmp / "progress.gif") as gif:
+        assert np.unique(np.asarray(gif.convert("L"))).size > 200
