@@ -206,7 +206,7 @@ def load_split(dataset: str, split: str = "train", data_dir: str | Path | None =
 class ResidentLoader:
     """Batches of (images in [-1, 1] (B, 1, 28, 28), labels (B,)) by indexing device tensors.
 
-    Each epoch's order is a permutation drawn on the device from (seed, epoch) alone, so a resumed run
+    Each epoch's order is a permutation drawn from (seed, epoch) alone, so a resumed run
     sees exactly the batches it would have seen. Under data parallelism every rank draws the same
     permutation; global batch i is the slice [i·B·W, (i+1)·B·W) of it and rank r takes the r-th B of
     that. The ranks' batches are disjoint, and what an epoch has consumed is always a prefix of the
@@ -234,10 +234,10 @@ class ResidentLoader:
         return self.batch_size * self.world_size
 
     def permutation(self, epoch: int) -> Tensor:
-        """The epoch's order, (N,) indices on the device, the same on every rank."""
-        device = self.images.device
-        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.images), generator=generator, device=device)
+        """The epoch's order, (N,) indices on the device, the same on every rank and every kind of
+        device (drawn on the CPU, copied once per epoch), so a checkpoint resumes mid-epoch anywhere."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.images), generator=generator).to(self.images.device)
 
     def start_epoch(self, epoch: int, start: int = 0) -> None:
         """Point next_batch() at global batch `start` of the epoch: the epoch's order goes into a fixed

@@ -20,10 +20,13 @@ def seed():
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
-    """Accelerate keeps one device and precision per process; a test that picks its own (bf16, a
-    GPU) must not leave it to the next."""
+    """Accelerate keeps one device and precision per process, and fastgan.train allows TF32 for the
+    process; a test that changes them (bf16, a GPU, a run in this process) must not leave them to the
+    next (a CUDA test comparing fp32 numbers would get TF32 products)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     yield
     AcceleratorState._reset_state(True)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 @pytest.fixture(scope="session")

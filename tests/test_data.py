@@ -220,6 +220,13 @@ def test_ranks_take_disjoint_slices_whose_union_is_a_prefix_of_the_epoch():
         assert torch.equal(index_of(x), torch.cat([s[i * 10:(i + 1) * 10] for s in seen]))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_epoch_order_is_the_same_on_any_device():
+    """A checkpoint written on one kind of device resumes mid-epoch on another with the same prefix."""
+    orders = [ResidentLoader(small_split(100), 10, device, seed=4).permutation(3).cpu() for device in ("cpu", "cuda")]
+    assert torch.equal(*orders)
+
+
 def test_start_skips_global_batches():
     loader = ResidentLoader(small_split(100), 10, "cpu", seed=1, rank=1, world_size=2)
     everything = [index_of(x) for x, _ in loader.epoch(0)]
