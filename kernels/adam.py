@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
-import triton.language as tl
 from torch import Tensor
 
+from kernels._triton import tl, triton
 from kernels.dispatch import runs_triton, use_custom_ops
 
 BLOCK = 1024

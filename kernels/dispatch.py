@@ -15,6 +15,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from kernels._triton import AVAILABLE as TRITON_AVAILABLE
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # FASTGAN_AUTOTUNE=0: one fixed config per kernel instead of autotuning (tests: each new shape would
 # otherwise compile and time every config).
@@ -43,8 +45,8 @@ def use_custom_ops(device: torch.device) -> bool:
 
 def runs_triton(t: Tensor) -> bool:
     """Whether a custom op launches its Triton kernel for t: on CUDA tensors, and on CPU tensors under
-    the interpreter (tests); otherwise it computes its PyTorch reference."""
-    return (t.is_cuda or INTERPRET) and not _reference_math
+    the interpreter (tests), where triton is installed; otherwise it computes its PyTorch reference."""
+    return (t.is_cuda or INTERPRET) and not _reference_math and TRITON_AVAILABLE
 
 
 @contextlib.contextmanager

@@ -14,11 +14,10 @@ under TRITON_INTERPRET=1) the Triton kernel runs; elsewhere the reference does.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from kernels._triton import tl, triton
 from kernels.dispatch import AUTOTUNE, INTERPRET, runs_triton
 
 

@@ -9,11 +9,10 @@ whole rows of g (BLOCK_D ≥ D), so the norm needs no second pass and g never re
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from kernels._triton import tl, triton
 from kernels.dispatch import AUTOTUNE, INTERPRET, runs_triton
 from kernels.matmul import _TL_DTYPES
 
