@@ -107,22 +107,32 @@ class StopRequest:
 
 def main_first(state: PartialState, fn: Callable[[], T], share: bool = False) -> T:
     """fn() on the main process first (it may download or create), then on the others, or with
-    share=True main's result for all. An input error on main is raised on every process, so no
-    process waits alone at a barrier."""
+    share=True main's result for all. An input error on any process is raised on every process, so
+    none waits alone at a collective."""
     if state.num_processes == 1:
         return fn()
+    input_errors = (ConfigError, DataError, artifacts.CheckpointError)
     outcome: Any = None
     if state.is_main_process:
         try:
             outcome = fn()
-        except (ConfigError, DataError, artifacts.CheckpointError) as e:
+        except input_errors as e:
             outcome = e
     (shared,) = broadcast_object_list([outcome if share or isinstance(outcome, Exception) else None])
     if isinstance(shared, Exception):
         raise shared
     if share:
         return shared
-    return outcome if state.is_main_process else fn()
+    error = None
+    if not state.is_main_process:  # e.g. another node without the files the main process found
+        try:
+            outcome = fn()
+        except input_errors as e:
+            error = e
+    errors = [e for e in gather_object([error]) if e is not None]
+    if errors:
+        raise errors[0]
+    return outcome
 
 
 def restore_rng(checkpoint: dict[str, Any], seed: int, rank: int) -> None:

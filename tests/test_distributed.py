@@ -91,6 +91,24 @@ def test_every_process_trains_on_the_data_the_main_process_chose(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_data_another_process_cannot_read_ends_every_process_in_one_line(tiny_mnist, tmp_path):
+    """As on a second node without the files the main process found: no process may be left waiting."""
+    (tmp_path / "wrap.py").write_text(
+        "import os, sys\n"
+        "from fastgan import data, train\n"
+        "read = data.read_split\n"
+        "def read_split(source, split):\n"
+        "    if os.environ['RANK'] == '1':\n"
+        "        raise data.DataError(f'{source}: missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)')\n"
+        "    return read(source, split)\n"
+        "train.read_split = read_split\n"
+        "sys.exit(train.main(sys.argv[1:]))\n")
+    result = torchrun(str(tmp_path / "wrap.py"), "--data-dir", str(tiny_mnist), "--out", "run", "--batch-size", "16",
+                      "--epochs", "1", cwd=tmp_path, succeeds=False)
+    assert result.stderr.count("fastgan.train: error: ") == 2 and "missing train-images-idx3-ubyte" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_failed_write_on_the_main_process_ends_every_process(tiny_mnist, tmp_path):
     """The main process writes in the background; its failure must reach the other process at the
     next checkpoint, not leave it waiting at a collective until the timeout."""
