@@ -40,7 +40,9 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[Any]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the run unreadable to anyone else
+        if hasattr(os, "fchmod"):  # mkstemp's 0600 would make the run unreadable to anyone else
+            with contextlib.suppress(OSError):  # filesystems without modes (FAT, some network mounts)
+                os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -54,6 +56,9 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[Any]:
 
 
 def fsync_dir(directory: Path) -> None:
+    """Make the renames in `directory` durable (POSIX; Windows cannot open a folder for this)."""
+    if os.name == "nt":
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -189,7 +189,10 @@ def data_source(dataset: str, data_dir: str | Path | None = None, download_root:
                         "(9,001 train / 999 test), not the full 70,000. Pass --data-dir for the full set.", reason)
             _FAILED_DOWNLOADS[(dataset, root)] = reason
         return None
-    return find_idx_dir(root, dataset, flat=False)
+    directory = find_idx_dir(root, dataset, flat=False)
+    if directory is None:  # the download said it succeeded
+        raise DataError(f"{dataset}: downloaded, but no {IDX_FILES['train'][0]} in {root / DATASETS[dataset] / 'raw'}")
+    return directory
 
 
 def read_split(source: Path | None, split: str) -> Split:

@@ -144,6 +144,12 @@ def test_bare_idx_files_in_the_default_folder_are_not_taken_for_a_dataset(tmp_pa
         load_split("fashion-mnist", "train", download_root=tmp_path)
 
 
+def test_a_download_that_leaves_no_files_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_download", lambda dataset, root: None)  # "succeeded"
+    with pytest.raises(DataError, match="fashion-mnist: downloaded, but no train-images-idx3-ubyte"):
+        load_split("fashion-mnist", "train", download_root=tmp_path)
+
+
 def test_a_failed_download_leaves_no_partial_file_behind(tmp_path, monkeypatch):
     import torchvision
 

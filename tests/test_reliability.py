@@ -1,7 +1,6 @@
 """A run survives SIGKILL, SIGTERM, a torn checkpoint, a full disk and a diverging loss without
 losing more than the last few steps, and never leaves a wrong result behind."""
 import errno
-import os
 import random
 import signal
 import stat
@@ -281,13 +280,12 @@ def test_checkpoint_pt_exists_at_every_instant_of_a_rotation(in_tmp, monkeypatch
     assert artifacts.newest_checkpoint(in_tmp)[1]["step"] == 3  # checkpoint.pt.new, complete on disk
 
 
-def test_run_files_are_as_readable_as_the_umask_allows(in_tmp):
-    umask = os.umask(0o022)
-    os.umask(umask)
+def test_run_files_are_as_readable_as_the_umask_allows(in_tmp, monkeypatch):
+    monkeypatch.setattr(artifacts, "_UMASK", 0o022)  # the usual one; mkstemp alone gives 0600
     artifacts.write_json(in_tmp / "config.json", {})
     artifacts.save_checkpoint(in_tmp, {"step": 1})
     for name in ("config.json", artifacts.CHECKPOINT):
-        assert stat.S_IMODE((in_tmp / name).stat().st_mode) == 0o666 & ~umask
+        assert stat.S_IMODE((in_tmp / name).stat().st_mode) == 0o644
 
 
 def test_the_progress_gif_keeps_every_grey_level(in_tmp):
