@@ -70,21 +70,26 @@ def test_two_process_run_leaves_one_set_of_artefacts_and_resumes_in_one(arch, ti
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 8 + 256 // 16
 
 
+def patched_trainer(folder: Path, patch: str) -> str:
+    """A script that runs fastgan.train after `patch` (code that sees os, data, train; the tests'
+    helpers importable), for a torchrun test to change what one rank does."""
+    script = folder / "patched_train.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {str(HERE)!r})\nfrom fastgan import data, train\n{patch}"
+                      "sys.exit(train.main(sys.argv[1:]))\n")
+    return str(script)
+
+
 def test_every_process_trains_on_the_data_the_main_process_chose(tmp_path):
     """No --data-dir: the main process decides (downloading if it can); the others read what it chose,
     even if a download would have worked for them (here it does, for rank 1 only)."""
-    (tmp_path / "wrap.py").write_text(
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from fastgan import data, train\n"
+    trainer = patched_trainer(tmp_path, (
         "from helpers import write_mnist_dir\n"
         "def download(dataset, root):\n"
         "    if os.environ['RANK'] != '1':\n"
         "        raise RuntimeError('offline')\n"
         "    write_mnist_dir(root / 'MNIST' / 'raw', 64, 10)\n"
-        "data._download = download\n"
-        "sys.exit(train.main(sys.argv[1:]))\n")
-    torchrun(str(tmp_path / "wrap.py"), "--out", "run", "--batch-size", "512", "--epochs", "1", "--log-every", "4",
+        "data._download = download\n"))
+    torchrun(trainer, "--out", "run", "--batch-size", "512", "--epochs", "1", "--log-every", "4",
              cwd=tmp_path)
     assert "bundled" in json.loads((tmp_path / "run" / "config.json").read_text())["data_source"]
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 9001 // 1024
@@ -93,17 +98,14 @@ def test_every_process_trains_on_the_data_the_main_process_chose(tmp_path):
 
 def test_data_another_process_cannot_read_ends_every_process_in_one_line(tiny_mnist, tmp_path):
     """As on a second node without the files the main process found: no process may be left waiting."""
-    (tmp_path / "wrap.py").write_text(
-        "import os, sys\n"
-        "from fastgan import data, train\n"
+    trainer = patched_trainer(tmp_path, (
         "read = data.read_split\n"
         "def read_split(source, split):\n"
         "    if os.environ['RANK'] == '1':\n"
         "        raise data.DataError(f'{source}: missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)')\n"
         "    return read(source, split)\n"
-        "train.read_split = read_split\n"
-        "sys.exit(train.main(sys.argv[1:]))\n")
-    result = torchrun(str(tmp_path / "wrap.py"), "--data-dir", str(tiny_mnist), "--out", "run", "--batch-size", "16",
+        "train.read_split = read_split\n"))
+    result = torchrun(trainer, "--data-dir", str(tiny_mnist), "--out", "run", "--batch-size", "16",
                       "--epochs", "1", cwd=tmp_path, succeeds=False)
     assert result.stderr.count("fastgan.train: error: ") == 2 and "missing train-images-idx3-ubyte" in result.stderr
     assert not (tmp_path / "run").exists()
