@@ -3,6 +3,7 @@ kernel modules still import: their launches raise, `AVAILABLE` is False, dispatc
 no, and every op computes its PyTorch reference, so fastgan trains on the CPU there."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 try:
@@ -10,10 +11,15 @@ try:
     import triton.language as tl
 
     AVAILABLE = True
+    # Autotuning results kept on disk beside Triton's compiled kernels, where this Triton can (3.6 and
+    # 3.8 can): a new process reuses them instead of timing every config of every shape at start-up.
+    AUTOTUNE_CACHE: dict[str, Any] = (
+        {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {})
 except ImportError:
     import logging
 
     AVAILABLE = False
+    AUTOTUNE_CACHE = {}
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # "Triton not available", once per op
 
     class _Kernel:
@@ -46,4 +52,4 @@ except ImportError:
 
     triton, tl = _Triton(), _Language()  # type: ignore[assignment]
 
-__all__ = ["AVAILABLE", "tl", "triton"]
+__all__ = ["AUTOTUNE_CACHE", "AVAILABLE", "tl", "triton"]

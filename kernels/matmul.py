@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from kernels._triton import tl, triton
+from kernels._triton import AUTOTUNE_CACHE, tl, triton
 from kernels.dispatch import AUTOTUNE, INTERPRET, runs_triton
 
 
@@ -60,7 +60,7 @@ def _configs() -> list[triton.Config]:
     ]
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K", "PROLOGUE_MASK", "EPILOGUE", "OUT_DTYPE"])
+@triton.autotune(configs=_configs(), key=["M", "N", "K", "PROLOGUE_MASK", "EPILOGUE", "OUT_DTYPE"], **AUTOTUNE_CACHE)
 @triton.jit
 def _fused_matmul_kernel(
     a_ptr, b_ptr, c_ptr, s_ptr, bias_ptr, rowsum_ptr,

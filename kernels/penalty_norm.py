@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from kernels._triton import tl, triton
+from kernels._triton import AUTOTUNE_CACHE, tl, triton
 from kernels.dispatch import AUTOTUNE, INTERPRET, runs_triton
 from kernels.matmul import _TL_DTYPES
 
@@ -36,7 +36,7 @@ def _configs() -> list[triton.Config]:
             for bb, bh, w, s in [(16, 16, 4, 3), (16, 32, 4, 2), (32, 16, 8, 2), (32, 32, 8, 1), (64, 16, 8, 1)]]
 
 
-@triton.autotune(configs=_configs(), key=["B", "H", "D"])
+@triton.autotune(configs=_configs(), key=["B", "H", "D"], **AUTOTUNE_CACHE)
 @triton.jit
 def _penalty_norm_kernel(
     u_ptr, w_ptr, c_ptr, pen_ptr,
