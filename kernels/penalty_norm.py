@@ -31,9 +31,10 @@ def _configs() -> list[triton.Config]:
     if not AUTOTUNE:
         return [triton.Config({"BLOCK_B": 32, "BLOCK_H": 16}, num_warps=8, num_stages=1)]
     # A whole row of g per program: for D = 784 a (BLOCK_H, 1024) tile of W per stage, so few stages
-    # keep shared memory within an H100's 228 KB; configs that do not fit are skipped by the autotuner.
+    # keep shared memory within an H100's 227 KB. Each fits at D = 784 (tests/test_kernels_hopper.py;
+    # 64 rows did not: 256 KB).
     return [triton.Config({"BLOCK_B": bb, "BLOCK_H": bh}, num_warps=w, num_stages=s)
-            for bb, bh, w, s in [(16, 16, 4, 3), (16, 32, 4, 2), (32, 16, 8, 2), (32, 32, 8, 1), (64, 16, 8, 1)]]
+            for bb, bh, w, s in [(16, 16, 4, 3), (16, 32, 4, 2), (32, 16, 8, 2), (32, 32, 8, 1)]]
 
 
 @triton.autotune(configs=_configs(), key=["B", "H", "D"], **AUTOTUNE_CACHE)
