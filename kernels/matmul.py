@@ -60,7 +60,8 @@ def _configs() -> list[triton.Config]:
     ]
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K", "PROLOGUE_MASK", "EPILOGUE", "OUT_DTYPE"], **AUTOTUNE_CACHE)
+@triton.autotune(configs=_configs(), key=["M", "N", "K", "PROLOGUE_MASK", "EPILOGUE", "OUT_DTYPE", "PRECISION"],
+                 **AUTOTUNE_CACHE)
 @triton.jit
 def _fused_matmul_kernel(
     a_ptr, b_ptr, c_ptr, s_ptr, bias_ptr, rowsum_ptr,
