@@ -296,6 +296,15 @@ def build_engine(cfg: Config, accelerator: Accelerator, state: dict[str, Any] | 
             G_ema.load_state_dict(state["G_ema"])
         G_ema.to(device)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    for net in (G, D):
+        if isinstance(net, nn.parallel.DistributedDataParallel):
+            # No re-broadcast of BatchNorm's running statistics before every forward (start-up sync
+            # kept): a BatchNorm D runs twice per loss (real, fake), and under torch 2.11 the second
+            # broadcast bumped the version of buffers the first call's backward had saved (an autograd
+            # error with --arch conv; 2.14 keeps the version). Training reads batch statistics; the
+            # main process's buffers, the only ones used (grids, evaluation, checkpoints), are the
+            # ones the broadcast copied. (2.14 names this forward_sync_buffers; both take this spelling.)
+            net.broadcast_buffers = False
     variant.to(device)
     return Engine(G, D, opt_g, opt_d, variant, accelerator, cfg.z_dim, cfg.n_critic, G_ema, cfg.ema_decay,
                   mode, compile_backend)

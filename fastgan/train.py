@@ -24,8 +24,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import (DistributedDataParallelKwargs, broadcast_object_list, gather_object, parse_flag_from_env,
-                               set_seed)
+from accelerate.utils import broadcast_object_list, gather_object, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 
 import kernels
@@ -323,14 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_split = main_first(state, lambda: read_split(source, "test") if cfg.eval_every and state.is_main_process
                                 else None)
         try:
-            # No re-broadcast of BatchNorm's running statistics at every forward: a BatchNorm D runs twice
-            # per loss (real, fake), and under torch 2.11 the second broadcast bumped the version of
-            # buffers the first call's backward had saved (an autograd error with --arch conv; 2.14
-            # keeps the version). Training reads batch statistics only, and only the main process's
-            # buffers are ever used (grids, evaluation, checkpoints), which the broadcast never changed.
             accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, project_dir=run_dir,
-                                      log_with="tensorboard" if cfg.log_with == "tensorboard" else None,
-                                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+                                      log_with="tensorboard" if cfg.log_with == "tensorboard" else None)
         except ValueError as e:  # e.g. a precision this device cannot do
             raise ConfigError(f"--mixed-precision {cfg.mixed_precision}: {e}") from None
     except (ConfigError, DataError, artifacts.CheckpointError) as e:
