@@ -93,20 +93,17 @@ def fixed_config(kernel: Any) -> Any:
     """The one config the kernel runs with FASTGAN_AUTOTUNE=0 (the GPU tests); None: no autotuner."""
     if not hasattr(kernel, "configs"):
         return None
-    module = {id(matmul._fused_matmul_kernel): matmul, id(penalty_norm._penalty_norm_kernel): penalty_norm}[id(kernel)]
+    module = importlib.import_module(kernel.fn.__module__)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "AUTOTUNE", False)
         (config,) = module._configs()
     return config
 
 
-def compile_for_sm90(launch: Launch, config: Any = None) -> Any:
-    """triton.compile of one launch for sm_90, specialized as Triton specializes a launch at run time
-    (an integer equal to 1 becomes a constant; a pointer or an integer divisible by 16 says so, which
-    lets loads vectorize); `config`: an autotuner's config (tile sizes, warps, stages)."""
-    from triton.backends.compiler import GPUTarget  # imported here: triton may be the stand-in
-    from triton.compiler import ASTSource
-
+def specialize(launch: Launch, config: Any = None) -> tuple[Any, dict, dict, dict]:
+    """(JITFunction, signature, constants, attributes) of a launch as Triton specializes it at run time:
+    an integer equal to 1 becomes a constant; a pointer or an integer divisible by 16 says so, which
+    lets loads vectorize. `config`: an autotuner's config (its tile sizes become constants)."""
     kernel, args, kwargs = launch
     fn = kernel.fn if hasattr(kernel, "configs") else kernel  # the JITFunction, under its autotuner if any
     values = dict(zip(fn.arg_names, args)) | kwargs | (config.kwargs if config else {})
@@ -123,6 +120,15 @@ def compile_for_sm90(launch: Launch, config: Any = None) -> Any:
             aligned = type(value) is int and value % 16 == 0
         if aligned:
             attrs[(i,)] = [["tt.divisibility", 16]]
+    return fn, signature, constexprs, attrs
+
+
+def compile_for_sm90(launch: Launch, config: Any = None) -> Any:
+    """triton.compile of one launch, specialized as at run time, for sm_90 under `config`."""
+    from triton.backends.compiler import GPUTarget  # imported here: triton may be the stand-in
+    from triton.compiler import ASTSource
+
+    fn, signature, constexprs, attrs = specialize(launch, config)
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages} if config else {}
     return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", 90, 32), options=options)
@@ -162,15 +168,13 @@ def test_the_ops_launch_every_kernel_in_every_fusion(launches):
 
 
 def test_every_launch_compiles_for_hopper_and_fits(launches):
-    seen = set()
+    compiled = set()
     for launch in launches:
-        kernel, args, kwargs = launch
-        # what the compiled code depends on: dtypes, integers equal to 1 or divisible by 16, constants
-        key = (name(kernel), str(kwargs), tuple(a.dtype if isinstance(a, torch.Tensor) else
-                                                (a == 1, type(a) is int and a % 16 == 0) for a in args))
-        if key not in seen:
-            seen.add(key)
-            check_fits(launch, fixed_config(kernel))
+        config = fixed_config(launch[0])
+        key = repr(specialize(launch, config))  # what the compiled code depends on
+        if key not in compiled:
+            compiled.add(key)
+            check_fits(launch, config)
 
 
 @pytest.mark.parametrize("kernel", [matmul._fused_matmul_kernel, penalty_norm._penalty_norm_kernel],
